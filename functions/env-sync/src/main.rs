@@ -1,0 +1,9 @@
+//! env-sync: stages each release's environment in Secrets Manager as it is written to S3.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    rack_secrets::start(
+        |rack, payload| async move { rack_secrets::sync::handle(&rack, payload).await },
+    )
+    .await
+}

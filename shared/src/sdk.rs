@@ -1,0 +1,305 @@
+//! The traits of `backend.rs`, implemented on the AWS SDK clients.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_cloudformation as cloudformation;
+use aws_sdk_kms as kms;
+use aws_sdk_s3 as s3;
+use aws_sdk_secretsmanager as secretsmanager;
+
+use crate::backend::{
+    AwsResult, EnvObjects, KeyService, NewSecret, SecretInfo, SecretStore, Services, StackInfo,
+    Stacks, VersionRef,
+};
+use crate::error::AwsError;
+
+impl Services {
+    /// Loads the SDK configuration once (region, credentials, `AWS_ENDPOINT_URL`) and builds
+    /// every client from it.
+    pub async fn from_env() -> Services {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Services::from_sdk_config(&config)
+    }
+
+    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Services {
+        Services {
+            secrets: Arc::new(secretsmanager::Client::new(config)),
+            stacks: Arc::new(cloudformation::Client::new(config)),
+            objects: Arc::new(s3_client(config)),
+            kms: Arc::new(kms::Client::new(config)),
+        }
+    }
+}
+
+/// An S3 client. With an endpoint override (a local emulator) buckets are addressed by path,
+/// since `bucket.127.0.0.1` does not resolve.
+pub fn s3_client(config: &aws_config::SdkConfig) -> s3::Client {
+    let builder =
+        s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some());
+    s3::Client::from_conf(builder.build())
+}
+
+#[async_trait]
+impl KeyService for kms::Client {
+    async fn decrypt(&self, wrapped: &[u8]) -> AwsResult<Vec<u8>> {
+        let output = self
+            .decrypt()
+            .ciphertext_blob(kms::primitives::Blob::new(wrapped))
+            .send()
+            .await?;
+        output
+            .plaintext
+            .map(|blob| blob.into_inner())
+            .ok_or_else(|| AwsError::permanent("KMS Decrypt returned no plaintext"))
+    }
+
+    async fn generate_data_key(&self, key_id: &str) -> AwsResult<(Vec<u8>, Vec<u8>)> {
+        let output = self
+            .generate_data_key()
+            .key_id(key_id)
+            .number_of_bytes(32)
+            .send()
+            .await?;
+        match (output.plaintext, output.ciphertext_blob) {
+            (Some(plain), Some(wrapped)) => Ok((plain.into_inner(), wrapped.into_inner())),
+            _ => Err(AwsError::permanent("KMS GenerateDataKey returned no key")),
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for secretsmanager::Client {
+    async fn describe(&self, name: &str) -> AwsResult<Option<SecretInfo>> {
+        let output = match self.describe_secret().secret_id(name).send().await {
+            Ok(output) => output,
+            Err(err) => {
+                let err = AwsError::from(err);
+                return if err.is("ResourceNotFoundException") {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        Ok(Some(SecretInfo {
+            arn: output.arn.unwrap_or_default(),
+            name: output.name.unwrap_or_default(),
+            tags: output
+                .tags
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|tag| Some((tag.key?, tag.value.unwrap_or_default())))
+                .collect(),
+            pending_deletion: output.deleted_date.is_some(),
+            versions: output.version_ids_to_stages.unwrap_or_default(),
+        }))
+    }
+
+    async fn create(&self, secret: &NewSecret) -> AwsResult<String> {
+        let tags = secret.tags.iter().map(|(key, value)| {
+            secretsmanager::types::Tag::builder()
+                .key(key)
+                .value(value)
+                .build()
+        });
+        let output = self
+            .create_secret()
+            .name(&secret.name)
+            .description(&secret.description)
+            .set_kms_key_id(secret.kms_key_id.clone())
+            .set_tags(Some(tags.collect()))
+            .send()
+            .await?;
+        output
+            .arn
+            .ok_or_else(|| AwsError::permanent("CreateSecret returned no ARN"))
+    }
+
+    async fn put_version(
+        &self,
+        name: &str,
+        version_id: &str,
+        json: &str,
+        label: &str,
+    ) -> AwsResult<()> {
+        self.put_secret_value()
+            .secret_id(name)
+            .client_request_token(version_id)
+            .secret_string(json)
+            .version_stages(label)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn restore(&self, name: &str) -> AwsResult<()> {
+        self.restore_secret().secret_id(name).send().await?;
+        Ok(())
+    }
+
+    async fn move_label(
+        &self,
+        name: &str,
+        label: &str,
+        version_id: &str,
+        from_version: Option<&str>,
+    ) -> AwsResult<()> {
+        self.update_secret_version_stage()
+            .secret_id(name)
+            .version_stage(label)
+            .move_to_version_id(version_id)
+            .set_remove_from_version_id(from_version.map(str::to_owned))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn read(&self, name: &str, version: VersionRef<'_>) -> AwsResult<Option<String>> {
+        let request = self.get_secret_value().secret_id(name);
+        let request = match version {
+            VersionRef::Id(id) => request.version_id(id),
+            VersionRef::Label(label) => request.version_stage(label),
+        };
+        match request.send().await {
+            Ok(output) => Ok(output.secret_string),
+            Err(err) => {
+                let err = AwsError::from(err);
+                if err.is("ResourceNotFoundException") {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+fn stack_info(stack: cloudformation::types::Stack) -> StackInfo {
+    StackInfo {
+        name: stack.stack_name.unwrap_or_default(),
+        id: stack.stack_id.unwrap_or_default(),
+        status: stack
+            .stack_status
+            .map(|status| status.as_str().to_owned())
+            .unwrap_or_default(),
+        tags: stack
+            .tags
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|tag| Some((tag.key?, tag.value?)))
+            .collect(),
+        parameters: stack
+            .parameters
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| Some((p.parameter_key?, p.parameter_value.unwrap_or_default())))
+            .collect(),
+        outputs: stack
+            .outputs
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| Some((o.output_key?, o.output_value.unwrap_or_default())))
+            .collect(),
+    }
+}
+
+/// CloudFormation answers a missing stack with a `ValidationError` saying it does not exist.
+fn is_missing_stack(err: &AwsError) -> bool {
+    err.is("ValidationError") && err.message.contains("does not exist")
+}
+
+#[async_trait]
+impl Stacks for cloudformation::Client {
+    async fn describe(&self, name_or_id: &str) -> AwsResult<Option<StackInfo>> {
+        match self.describe_stacks().stack_name(name_or_id).send().await {
+            Ok(output) => Ok(output
+                .stacks
+                .unwrap_or_default()
+                .into_iter()
+                .next()
+                .map(stack_info)),
+            Err(err) => {
+                let err = AwsError::from(err);
+                if is_missing_stack(&err) {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn list(&self) -> AwsResult<Vec<StackInfo>> {
+        let mut stacks = Vec::new();
+        let mut pages = self.describe_stacks().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            stacks.extend(page?.stacks.unwrap_or_default().into_iter().map(stack_info));
+        }
+        Ok(stacks)
+    }
+
+    async fn physical_id(&self, stack: &str, logical_id: &str) -> AwsResult<Option<String>> {
+        let result = self
+            .describe_stack_resource()
+            .stack_name(stack)
+            .logical_resource_id(logical_id)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output
+                .stack_resource_detail
+                .and_then(|detail| detail.physical_resource_id)),
+            Err(err) => {
+                let err = AwsError::from(err);
+                if err.is("ValidationError") {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EnvObjects for s3::Client {
+    async fn get(&self, bucket: &str, key: &str) -> AwsResult<Option<Vec<u8>>> {
+        let output = match self.get_object().bucket(bucket).key(key).send().await {
+            Ok(output) => output,
+            Err(err) => {
+                let err = AwsError::from(err);
+                return if err.is("NoSuchKey") {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        let bytes = output.body.collect().await.map_err(|err| AwsError {
+            code: None,
+            message: format!("reading the object body failed: {err}"),
+            transient: true,
+        })?;
+        Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    async fn bucket_tags(&self, bucket: &str) -> AwsResult<HashMap<String, String>> {
+        match self.get_bucket_tagging().bucket(bucket).send().await {
+            Ok(output) => Ok(output
+                .tag_set
+                .into_iter()
+                .map(|tag| (tag.key, tag.value))
+                .collect()),
+            Err(err) => {
+                let err = AwsError::from(err);
+                if err.is("NoSuchTagSet") {
+                    Ok(HashMap::new())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
