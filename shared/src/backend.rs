@@ -66,6 +66,8 @@ pub trait SecretStore: Send + Sync {
         json: &str,
         label: &str,
     ) -> AwsResult<()>;
+    /// Every version id of the secret, labelled or not.
+    async fn version_ids(&self, name: &str) -> AwsResult<Vec<String>>;
     /// Cancels a scheduled deletion.
     async fn restore(&self, name: &str) -> AwsResult<()>;
     /// Moves `label` to `version_id`, taking it from `from_version` when another holds it.

@@ -134,6 +134,25 @@ impl SecretStore for secretsmanager::Client {
         Ok(())
     }
 
+    async fn version_ids(&self, name: &str) -> AwsResult<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut pages = self
+            .list_secret_version_ids()
+            .secret_id(name)
+            .include_deprecated(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let versions = page?.versions.unwrap_or_default();
+            ids.extend(
+                versions
+                    .into_iter()
+                    .filter_map(|version| version.version_id),
+            );
+        }
+        Ok(ids)
+    }
+
     async fn restore(&self, name: &str) -> AwsResult<()> {
         self.restore_secret().secret_id(name).send().await?;
         Ok(())

@@ -31,6 +31,10 @@ impl Rack {
     /// Stages `env` as a version of the app's secret (DESIGN section 3, steps 1 to 4): creates
     /// the secret when missing, restores it when scheduled for deletion, refuses one we do not
     /// own, and writes nothing when the version already exists.
+    ///
+    /// The secret is created empty and its first version written like any other; Secrets
+    /// Manager itself also gives a secret's first version `AWSCURRENT`, which changes nothing
+    /// for running tasks, since none can read a secret that did not exist.
     pub async fn stage(&self, app: &str, env: &EnvFile) -> Result<Staged> {
         let version = SecretVersion::new(app, env)?;
         let name = self.config.secret_name(app);
@@ -55,7 +59,7 @@ impl Rack {
             written = true;
         }
 
-        if !secret.versions.contains_key(&version.version_id) {
+        if !self.has_version(app, &secret, &version.version_id).await? {
             self.put_staged(app, &name, &version).await?;
             written = true;
         }
@@ -105,6 +109,29 @@ impl Rack {
             .map_err(|err| Error::from_aws(format!("reading secret {name} of app {app}"), err))?;
         json.map(|json| EnvFile::from_secret_json(&name, &json))
             .transpose()
+    }
+
+    /// Whether the version exists: labelled versions are in the description; an older,
+    /// unlabelled one (an environment staged again after another) needs one more read.
+    async fn has_version(&self, app: &str, secret: &SecretInfo, version_id: &str) -> Result<bool> {
+        if secret.versions.contains_key(version_id) {
+            return Ok(true);
+        }
+        if secret.versions.is_empty() {
+            return Ok(false);
+        }
+        let ids = self
+            .services
+            .secrets
+            .version_ids(&secret.name)
+            .await
+            .map_err(|err| {
+                Error::from_aws(
+                    format!("listing versions of {} for app {app}", secret.name),
+                    err,
+                )
+            })?;
+        Ok(ids.iter().any(|id| id == version_id))
     }
 
     async fn describe_secret(&self, app: &str, name: &str) -> Result<Option<SecretInfo>> {

@@ -1,0 +1,357 @@
+//! The integration tests' harness: a fresh rack in the moto server that `make test` started,
+//! reached through the real AWS SDK. Every test makes its own rack name, so tests run in
+//! parallel against one server without meeting.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_cloudformation::types::{Parameter, Tag as StackTag};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Tag as BucketTag, Tagging};
+use rack_secrets::backend::{AwsResult, NewSecret, SecretInfo, SecretStore, Services, VersionRef};
+use rack_secrets::{Config, Rack};
+
+/// The app template: just what Convox's app stacks show the functions.
+const APP_TEMPLATE: &str = r#"{
+  "Parameters": {
+    "Release": {"Type": "String"},
+    "SecretsManagerEnv": {"Type": "String", "Default": ""}
+  },
+  "Resources": {"Settings": {"Type": "AWS::S3::Bucket"}},
+  "Outputs": {"Release": {"Value": {"Ref": "Release"}}}
+}"#;
+
+/// The SDK configuration for the emulator. Fails loudly when the tests were not started
+/// through `scripts/with-moto.sh` (as `make test` does), rather than reaching for AWS.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:"),
+        "AWS_ENDPOINT_URL must name the local moto server; run these tests with `make test`"
+    );
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// A name no other test in this run uses.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+}
+
+/// Secrets Manager calls, counted by kind, passed through to the real client.
+pub struct CountingSecrets {
+    inner: aws_sdk_secretsmanager::Client,
+    writes: AtomicUsize,
+    creates: AtomicUsize,
+}
+
+impl CountingSecrets {
+    pub fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    pub fn creates(&self) -> usize {
+        self.creates.load(Ordering::SeqCst)
+    }
+
+    fn count_write(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl SecretStore for CountingSecrets {
+    async fn describe(&self, name: &str) -> AwsResult<Option<SecretInfo>> {
+        self.inner.describe(name).await
+    }
+
+    async fn create(&self, secret: &NewSecret) -> AwsResult<String> {
+        self.count_write();
+        self.creates.fetch_add(1, Ordering::SeqCst);
+        self.inner.create(secret).await
+    }
+
+    async fn put_version(
+        &self,
+        name: &str,
+        version_id: &str,
+        json: &str,
+        label: &str,
+    ) -> AwsResult<()> {
+        self.count_write();
+        self.inner.put_version(name, version_id, json, label).await
+    }
+
+    async fn version_ids(&self, name: &str) -> AwsResult<Vec<String>> {
+        self.inner.version_ids(name).await
+    }
+
+    async fn restore(&self, name: &str) -> AwsResult<()> {
+        self.count_write();
+        self.inner.restore(name).await
+    }
+
+    async fn move_label(
+        &self,
+        name: &str,
+        label: &str,
+        version_id: &str,
+        from_version: Option<&str>,
+    ) -> AwsResult<()> {
+        self.count_write();
+        self.inner
+            .move_label(name, label, version_id, from_version)
+            .await
+    }
+
+    async fn read(&self, name: &str, version: VersionRef<'_>) -> AwsResult<Option<String>> {
+        self.inner.read(name, version).await
+    }
+}
+
+/// A rack in the emulator, with the functions' `Rack` over it and raw SDK clients for the
+/// tests' own setup and checks.
+pub struct TestRack {
+    pub name: String,
+    pub rack: Arc<Rack>,
+    pub counter: Arc<CountingSecrets>,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub cfn: aws_sdk_cloudformation::Client,
+    pub kms: aws_sdk_kms::Client,
+    pub key_id: String,
+}
+
+/// How an app's stack and bucket look.
+#[derive(Debug, Clone)]
+pub struct AppSpec {
+    pub setting: &'static str,
+    pub generation: &'static str,
+    /// Tag the bucket as CloudFormation would; without tags the app is found by its stack.
+    pub tag_bucket: bool,
+}
+
+impl Default for AppSpec {
+    fn default() -> Self {
+        AppSpec {
+            setting: "Yes",
+            generation: "2",
+            tag_bucket: true,
+        }
+    }
+}
+
+impl TestRack {
+    /// A new rack whose settings are `RACK` plus `settings`.
+    pub async fn new(settings: &[(&str, &str)]) -> TestRack {
+        let name = unique("rack");
+        let mut vars: HashMap<String, String> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.insert("RACK".into(), name.clone());
+        let config = Config::from_lookup(|key| vars.get(key).cloned()).unwrap();
+
+        let sdk = sdk_config().await;
+        let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+        let counter = Arc::new(CountingSecrets {
+            inner: secrets.clone(),
+            writes: AtomicUsize::new(0),
+            creates: AtomicUsize::new(0),
+        });
+        let mut services = Services::from_sdk_config(&sdk);
+        services.secrets = counter.clone();
+
+        let kms = aws_sdk_kms::Client::new(&sdk);
+        let key_id = kms
+            .create_key()
+            .description(format!("rack {name}"))
+            .send()
+            .await
+            .unwrap()
+            .key_metadata
+            .unwrap()
+            .key_id;
+
+        TestRack {
+            rack: Arc::new(Rack::new(config, services)),
+            counter,
+            secrets,
+            s3: rack_secrets::sdk::s3_client(&sdk),
+            cfn: aws_sdk_cloudformation::Client::new(&sdk),
+            kms,
+            key_id,
+            name,
+        }
+    }
+
+    pub fn secret_name(&self, app: &str) -> String {
+        format!("{}/{app}", self.name)
+    }
+
+    /// Creates the app's stack, tagged as Convox tags app stacks, with `release` live, and
+    /// returns its `Settings` bucket.
+    pub async fn create_app(&self, app: &str, release: &str, spec: AppSpec) -> String {
+        let stack = format!("{}-{app}", self.name);
+        let tags = [
+            ("System", "convox"),
+            ("Type", "app"),
+            ("Rack", self.name.as_str()),
+            ("Name", app),
+            ("Generation", spec.generation),
+        ];
+        let parameter = |key: &str, value: &str| {
+            Parameter::builder()
+                .parameter_key(key)
+                .parameter_value(value)
+                .build()
+        };
+        self.cfn
+            .create_stack()
+            .stack_name(&stack)
+            .template_body(APP_TEMPLATE)
+            .parameters(parameter("Release", release))
+            .parameters(parameter("SecretsManagerEnv", spec.setting))
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| StackTag::builder().key(*k).value(*v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .unwrap();
+
+        let bucket = self
+            .cfn
+            .describe_stack_resource()
+            .stack_name(&stack)
+            .logical_resource_id("Settings")
+            .send()
+            .await
+            .unwrap()
+            .stack_resource_detail
+            .unwrap()
+            .physical_resource_id
+            .unwrap();
+
+        if spec.tag_bucket {
+            // moto does not copy stack tags onto the bucket; CloudFormation does.
+            let mut tagging = Tagging::builder();
+            for (key, value) in tags {
+                tagging =
+                    tagging.tag_set(BucketTag::builder().key(key).value(value).build().unwrap());
+            }
+            self.s3
+                .put_bucket_tagging()
+                .bucket(&bucket)
+                .tagging(tagging.build().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        bucket
+    }
+
+    /// Writes `releases/{release}/env`, sealed with the rack key as Convox writes it.
+    pub async fn write_env(&self, bucket: &str, release: &str, text: &str) {
+        let kms: &dyn rack_secrets::backend::KeyService = &self.kms;
+        let sealed = rack_secrets::envelope::seal(kms, &self.key_id, text.as_bytes())
+            .await
+            .unwrap();
+        self.put_object(bucket, &format!("releases/{release}/env"), sealed)
+            .await;
+    }
+
+    /// A release's envelope, as JSON, to tamper with.
+    pub async fn read_envelope(&self, bucket: &str, release: &str) -> serde_json::Value {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(format!("releases/{release}/env"))
+            .send()
+            .await
+            .unwrap();
+        let sealed = object.body.collect().await.unwrap().into_bytes();
+        serde_json::from_slice(&sealed).unwrap()
+    }
+
+    pub async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The secret's versions with staging labels, straight from Secrets Manager.
+    pub async fn labelled_versions(&self, app: &str) -> HashMap<String, Vec<String>> {
+        self.secrets
+            .describe_secret()
+            .secret_id(self.secret_name(app))
+            .send()
+            .await
+            .unwrap()
+            .version_ids_to_stages
+            .unwrap_or_default()
+    }
+
+    /// Every version id of the secret, labelled or not.
+    pub async fn all_versions(&self, app: &str) -> Vec<String> {
+        let output = self
+            .secrets
+            .list_secret_version_ids()
+            .secret_id(self.secret_name(app))
+            .include_deprecated(true)
+            .send()
+            .await
+            .unwrap();
+        output
+            .versions
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| v.version_id)
+            .collect()
+    }
+
+    /// The version that holds `label`.
+    pub async fn version_with(&self, app: &str, label: &str) -> Option<String> {
+        self.labelled_versions(app)
+            .await
+            .into_iter()
+            .find(|(_, labels)| labels.iter().any(|l| l == label))
+            .map(|(id, _)| id)
+    }
+
+    /// A version's value as a map, read with the plain SDK.
+    pub async fn read_version(&self, app: &str, version_id: &str) -> HashMap<String, String> {
+        let value = self
+            .secrets
+            .get_secret_value()
+            .secret_id(self.secret_name(app))
+            .version_id(version_id)
+            .send()
+            .await
+            .unwrap()
+            .secret_string
+            .unwrap();
+        serde_json::from_str(&value).unwrap()
+    }
+
+    pub async fn secret_exists(&self, app: &str) -> bool {
+        self.secrets
+            .describe_secret()
+            .secret_id(self.secret_name(app))
+            .send()
+            .await
+            .is_ok()
+    }
+}
