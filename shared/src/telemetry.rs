@@ -17,6 +17,7 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .flatten_event(true)
         .with_target(false)
         .with_current_span(true)
         .with_span_list(false)

@@ -1,0 +1,125 @@
+"""A Convox-shaped rack in the local emulator, for the demo and the cargo-lambda tests.
+
+Every command talks only to AWS_ENDPOINT_URL (scripts/with-moto.sh sets it) and prints JSON.
+It never prints a secret value: secrets are described by ARN, version ids, labels and key
+names, and compared with an expected env file without showing either side.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import boto3
+
+APP_TEMPLATE = {
+    "Parameters": {
+        "Release": {"Type": "String"},
+        "SecretsManagerEnv": {"Type": "String", "Default": ""},
+    },
+    "Resources": {"Settings": {"Type": "AWS::S3::Bucket"}},
+    "Outputs": {"Release": {"Value": {"Ref": "Release"}}},
+}
+
+
+def client(service):
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    if not endpoint.startswith("http://127.0.0.1:"):
+        sys.exit("AWS_ENDPOINT_URL must name the local emulator (run through scripts/with-moto.sh)")
+    return boto3.client(service, endpoint_url=endpoint)
+
+
+def create_app(args):
+    kms = client("kms")
+    key_id = kms.create_key(Description=f"rack {args.rack}")["KeyMetadata"]["KeyId"]
+    stack = f"{args.rack}-{args.app}"
+    tags = {
+        "System": "convox",
+        "Type": "app",
+        "Rack": args.rack,
+        "Name": args.app,
+        "Generation": "2",
+    }
+    cfn = client("cloudformation")
+    cfn.create_stack(
+        StackName=stack,
+        TemplateBody=json.dumps(APP_TEMPLATE),
+        Parameters=[
+            {"ParameterKey": "Release", "ParameterValue": args.release},
+            {"ParameterKey": "SecretsManagerEnv", "ParameterValue": args.setting},
+        ],
+        Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+    )
+    resource = cfn.describe_stack_resource(StackName=stack, LogicalResourceId="Settings")
+    bucket = resource["StackResourceDetail"]["PhysicalResourceId"]
+    # CloudFormation copies stack tags onto the bucket; moto does not, so do it here.
+    client("s3").put_bucket_tagging(
+        Bucket=bucket,
+        Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]},
+    )
+    return {"stack": stack, "bucket": bucket, "key_id": key_id}
+
+
+def put_object(args):
+    with open(args.file, "rb") as body:
+        client("s3").put_object(Bucket=args.bucket, Key=args.key, Body=body.read())
+    return {"bucket": args.bucket, "key": args.key}
+
+
+def describe_secret(args):
+    secret = client("secretsmanager").describe_secret(SecretId=args.name)
+    return {
+        "arn": secret["ARN"],
+        "versions": secret.get("VersionIdsToStages", {}),
+        "tags": {tag["Key"]: tag["Value"] for tag in secret.get("Tags", [])},
+    }
+
+
+def compare_version(args):
+    value = client("secretsmanager").get_secret_value(
+        SecretId=args.name, VersionId=args.version_id
+    )["SecretString"]
+    stored = json.loads(value)
+    expected = {}
+    with open(args.env_file, encoding="utf-8") as env:
+        for line in env.read().split("\n"):
+            key, sep, val = line.partition("=")
+            if sep and key.strip():
+                expected[key.strip()] = val
+    differ = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
+    return {"keys": sorted(stored), "same": not differ, "differing_keys": differ}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    app = commands.add_parser("create-app", help="a KMS key and an app stack with its bucket")
+    app.add_argument("--rack", required=True)
+    app.add_argument("--app", required=True)
+    app.add_argument("--release", required=True)
+    app.add_argument("--setting", default="Yes", help="the stack's SecretsManagerEnv")
+    app.set_defaults(run=create_app)
+
+    put = commands.add_parser("put-object", help="upload a file")
+    put.add_argument("--bucket", required=True)
+    put.add_argument("--key", required=True)
+    put.add_argument("--file", required=True)
+    put.set_defaults(run=put_object)
+
+    describe = commands.add_parser("describe-secret", help="ARN, labelled versions, tags")
+    describe.add_argument("--name", required=True)
+    describe.set_defaults(run=describe_secret)
+
+    compare = commands.add_parser("compare-version", help="a version against an env file")
+    compare.add_argument("--name", required=True)
+    compare.add_argument("--version-id", required=True)
+    compare.add_argument("--env-file", required=True)
+    compare.set_defaults(run=compare_version)
+
+    args = parser.parse_args()
+    print(json.dumps(args.run(args), sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
