@@ -1,0 +1,40 @@
+# rack-secrets: `make demo` runs the main job on the local emulator; `make test` runs every test.
+# Both set themselves up: .venv gets pinned moto, cargo-lambda and cfn-lint; cargo fetches crates.
+
+.PHONY: demo test lint unit integration lambda-tests one-tls-stack venv build release clean
+
+demo: venv
+	scripts/with-moto.sh scripts/demo.sh
+
+test: lint one-tls-stack integration lambda-tests
+	@echo "make test: all passed"
+
+venv:
+	scripts/venv.sh
+
+lint: venv
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	.venv/bin/cfn-lint template.yaml
+
+# Unit tests need no emulator; integration tests talk to moto through the real SDK.
+integration: venv
+	scripts/with-moto.sh cargo test --workspace
+
+# The binaries themselves, run by cargo lambda and invoked with the fixture events.
+lambda-tests: venv
+	scripts/with-moto.sh tests/lambda/env-sync.sh
+
+one-tls-stack:
+	scripts/check-one-tls-stack.sh
+
+build:
+	cargo build --workspace
+
+# Release bootstraps in target/lambda/{function}/bootstrap.
+release: venv
+	.venv/bin/cargo-lambda lambda build --release -p env-sync -p stack-inject -p app-cleanup
+
+clean:
+	cargo clean
+	rm -rf .venv

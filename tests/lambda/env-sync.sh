@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Runs the env-sync binary under `cargo lambda watch` and invokes it with each fixture event,
+# checking what it returns and what it leaves in the emulator. Run inside scripts/with-moto.sh
+# (`make test` does). Ends with the line "N passed, N failed".
+set -uo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+source scripts/lambda.sh
+
+work="$(mktemp -d -t env-sync-test.XXXXXX)"
+trap 'lambda_stop; rm -rf "$work"' EXIT
+python=.venv/bin/python
+emulator() { "$python" scripts/emulator_rack.py "$@"; }
+field() { "$python" -c 'import json, sys; print(eval("d" + sys.argv[1], {"d": json.load(sys.stdin)}))' "$1"; }
+fill() { # fixture bucket key > file
+  sed -e "s/\"BUCKET\"/\"$2\"/g; s/:::BUCKET\"/:::$2\"/g; s#\"KEY\"#\"$3\"#" \
+    -e "s/\"APP\"/\"${4:-}\"/; s/\"RELEASE\"/\"${5:-}\"/" "tests/fixtures/events/$1"
+}
+
+passed=0
+failed=0
+check() { # description expected actual
+  if [ "$2" = "$3" ]; then
+    passed=$((passed + 1)); echo "ok: $1"
+  else
+    failed=$((failed + 1)); echo "FAILED: $1: expected [$2], got [$3]"
+  fi
+}
+
+rack="lambda$$"
+app_info="$(emulator create-app --rack "$rack" --app web --release R1)" || exit 1
+bucket="$(field '["bucket"]' <<<"$app_info")"
+key_id="$(field '["key_id"]' <<<"$app_info")"
+printf 'A=1\nB=two\n' >"$work/env1"
+printf 'A=1\nB=three\n' >"$work/env2"
+for n in 1 2; do
+  cargo run --quiet -p rack-secrets --bin envelope -- seal --key-id "$key_id" \
+    <"$work/env$n" >"$work/env$n.sealed" || exit 1
+  emulator put-object --bucket "$bucket" --key "releases/R$n/env" --file "$work/env$n.sealed" >/dev/null
+done
+
+LAMBDA_LOG="$work/env-sync.log" lambda_start RACK="$rack" || exit 1
+
+fill s3-object-created.json "$bucket" releases/R1/env >"$work/s3.json"
+out="$(lambda_invoke env-sync "$work/s3.json")"
+check "S3 notification stages the release" staged "$(field '["results"][0]["outcome"]' <<<"$out")"
+check "the result names the app" web "$(field '["results"][0]["app"]' <<<"$out")"
+version1="$(field '["results"][0]["version_id"]' <<<"$out")"
+same="$(emulator compare-version --name "$rack/web" --version-id "$version1" --env-file "$work/env1")"
+check "the version holds the env file" True "$(field '["same"]' <<<"$same")"
+
+out="$(lambda_invoke env-sync "$work/s3.json")"
+check "the replayed notification writes nothing" unchanged "$(field '["results"][0]["outcome"]' <<<"$out")"
+
+fill eventbridge-object-created.json "$bucket" releases/R2/env >"$work/bridge.json"
+out="$(lambda_invoke env-sync "$work/bridge.json")"
+check "EventBridge Object Created stages the release" staged "$(field '["results"][0]["outcome"]' <<<"$out")"
+version2="$(field '["results"][0]["version_id"]' <<<"$out")"
+labels="$(emulator describe-secret --name "$rack/web")"
+check "AWSCURRENT stays on the first version" "['AWSCURRENT']" \
+  "$(field '["versions"]["'"$version1"'"]' <<<"$labels")"
+check "the new version is STAGED" "['STAGED']" "$(field '["versions"]["'"$version2"'"]' <<<"$labels")"
+
+fill s3-object-removed.json "$bucket" releases/R1/env >"$work/removed.json"
+out="$(lambda_invoke env-sync "$work/removed.json")"
+check "a removal is ignored" 0 "$(field '["results"].__len__()' <<<"$out")"
+
+fill manual-sync.json "" "" web R1 >"$work/manual.json"
+out="$(lambda_invoke env-sync "$work/manual.json")"
+check "the manual sync finds the release already staged" unchanged \
+  "$(field '["results"][0]["outcome"]' <<<"$out")"
+
+echo '{"nonsense": true}' >"$work/bad.json"
+if lambda_invoke env-sync "$work/bad.json" >"$work/bad.out" 2>&1; then bad=accepted; else bad=refused; fi
+check "an unknown payload is refused" refused "$bad"
+check "the refusal names the accepted payloads" 1 "$(grep -c '"sync"' "$work/bad.out")"
+
+values_seen="$(grep -c -e 'B=two' -e '"two"' -e '"three"' "$work/env-sync.log")"
+check "no value in env-sync's log" 0 "$values_seen"
+
+echo "env-sync under cargo lambda: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
