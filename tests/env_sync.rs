@@ -12,7 +12,10 @@ const ENV: &str = "DATABASE_URL=postgres://u:p@h/db\nMODE=one\n";
 
 /// A fixture event with its placeholders (`BUCKET`, `KEY`, `APP`, `RELEASE`) filled in.
 fn fixture(name: &str, fill: &[(&str, &str)]) -> Value {
-    let path = format!("{}/../tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../tests/fixtures/events/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let mut text = std::fs::read_to_string(&path).unwrap();
     for (placeholder, value) in fill {
         text = text.replace(&format!("\"{placeholder}\""), &format!("\"{value}\""));
@@ -32,7 +35,10 @@ fn fixture_events_round_trip_through_the_lambda_event_types() {
     let again: aws_lambda_events::s3::S3Event =
         serde_json::from_value(serde_json::to_value(&parsed).unwrap()).unwrap();
     assert_eq!(parsed, again);
-    assert_eq!(parsed.records[0].event_name.as_deref(), Some("ObjectCreated:Put"));
+    assert_eq!(
+        parsed.records[0].event_name.as_deref(),
+        Some("ObjectCreated:Put")
+    );
 
     let bridge = fixture("eventbridge-object-created.json", &[]);
     let parsed: aws_lambda_events::eventbridge::EventBridgeEvent =
@@ -64,7 +70,11 @@ async fn an_s3_notification_stages_the_release_and_its_replay_writes_nothing() {
     assert_eq!(first[0].keys, ["DATABASE_URL", "MODE"]);
     assert_eq!(replay[0].outcome, Outcome::Unchanged);
     assert_eq!(replay[0].version_id, first[0].version_id);
-    assert_eq!(t.counter.writes(), writes, "the replayed event made write calls");
+    assert_eq!(
+        t.counter.writes(),
+        writes,
+        "the replayed event made write calls"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +128,10 @@ async fn objects_that_are_not_release_env_files_and_removals_are_ignored() {
         ("eventbridge-object-created.json", "releases/R1/env.tmp"),
     ] {
         let event = fixture(name, &[("BUCKET", &bucket), ("KEY", key)]);
-        assert!(results(handle(&t.rack, event).await.unwrap()).is_empty(), "{name} {key}");
+        assert!(
+            results(handle(&t.rack, event).await.unwrap()).is_empty(),
+            "{name} {key}"
+        );
     }
     assert!(!t.secret_exists("web").await);
 }
@@ -164,9 +177,17 @@ async fn apps_are_staged_only_when_the_rack_or_app_enables_them() {
 
         let case = format!("rack {rack_default:?}, app {app_setting:?}");
         assert_eq!(results[0].outcome, expected, "{case}");
-        assert_eq!(t.secret_exists("web").await, expected == Outcome::Staged, "{case}");
+        assert_eq!(
+            t.secret_exists("web").await,
+            expected == Outcome::Staged,
+            "{case}"
+        );
         if expected == Outcome::Skipped {
-            assert!(results[0].reason.as_deref().unwrap().contains("SecretsManagerEnv"));
+            assert!(results[0]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("SecretsManagerEnv"));
         }
     }
 }
@@ -188,7 +209,11 @@ async fn an_app_that_is_not_generation_2_is_skipped_with_its_reason() {
     let results = results(handle(&t.rack, event).await.unwrap());
 
     assert_eq!(results[0].outcome, Outcome::Skipped);
-    assert!(results[0].reason.as_deref().unwrap().contains("Generation 2"));
+    assert!(results[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("Generation 2"));
     assert!(!t.secret_exists("web").await);
 }
 
@@ -215,7 +240,11 @@ async fn records_are_independent_and_a_permanent_failure_is_returned_not_retried
 
     assert_eq!(results[0].app, "web");
     assert_eq!(results[0].outcome, Outcome::Failed);
-    assert!(results[0].reason.as_deref().unwrap().contains("65536 bytes"));
+    assert!(results[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("65536 bytes"));
     assert_eq!(results[1].app, "api");
     assert_eq!(results[1].outcome, Outcome::Staged);
 }
@@ -237,22 +266,38 @@ async fn the_manual_sync_payload_stages_one_release() {
 async fn a_manual_sync_of_an_unknown_app_or_bad_release_says_what_is_wrong() {
     let t = TestRack::new(&[]).await;
 
-    let missing = handle(&t.rack, serde_json::json!({"sync": {"app": "nope", "release": "R1"}}));
+    let missing = handle(
+        &t.rack,
+        serde_json::json!({"sync": {"app": "nope", "release": "R1"}}),
+    );
     let missing = results(missing.await.unwrap());
     assert_eq!(missing[0].outcome, Outcome::Skipped);
-    assert!(missing[0].reason.as_deref().unwrap().contains(&format!("{}-nope", t.name)));
+    assert!(missing[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains(&format!("{}-nope", t.name)));
 
-    let bad = handle(&t.rack, serde_json::json!({"sync": {"app": "web", "release": "../x"}}));
+    let bad = handle(
+        &t.rack,
+        serde_json::json!({"sync": {"app": "web", "release": "../x"}}),
+    );
     let bad = results(bad.await.unwrap());
     assert_eq!(bad[0].outcome, Outcome::Failed);
-    assert!(bad[0].reason.as_deref().unwrap().contains("not a release id"));
+    assert!(bad[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("not a release id"));
 }
 
 #[tokio::test]
 async fn an_unknown_payload_is_bad_input_that_names_the_accepted_shapes() {
     let t = TestRack::new(&[]).await;
 
-    let err = handle(&t.rack, serde_json::json!({"synk": {}})).await.unwrap_err();
+    let err = handle(&t.rack, serde_json::json!({"synk": {}}))
+        .await
+        .unwrap_err();
 
     assert_eq!(err.kind(), Kind::Input);
     assert!(err.to_string().contains("\"sync\""), "{err}");

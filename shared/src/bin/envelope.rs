@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use rack_secrets::envelope;
 
-const USAGE: &str = "usage: envelope seal --key-id KEY < env > sealed\n       envelope open < sealed > env";
+const USAGE: &str =
+    "usage: envelope seal --key-id KEY < env > sealed\n       envelope open < sealed > env";
 
 #[tokio::main]
 async fn main() -> ExitCode {
