@@ -118,6 +118,9 @@ pub trait EnvObjects: Send + Sync {
     async fn get(&self, bucket: &str, key: &str) -> AwsResult<Option<Vec<u8>>>;
     /// The bucket's tags; empty when it has none.
     async fn bucket_tags(&self, bucket: &str) -> AwsResult<HashMap<String, String>>;
+    /// Switches on delivery of the bucket's events to EventBridge, keeping its other
+    /// notification settings. Returns whether it was off.
+    async fn enable_eventbridge(&self, bucket: &str) -> AwsResult<bool>;
 }
 
 /// The AWS services one function talks to, behind their traits.

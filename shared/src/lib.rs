@@ -6,22 +6,36 @@
 
 pub mod backend;
 pub mod config;
+pub mod custom_resource;
 pub mod envelope;
 pub mod envfile;
 pub mod error;
+pub mod inject;
 pub mod pace;
 pub mod rack;
 pub mod release;
+pub mod respond;
 pub mod sdk;
+pub mod stack_inject;
 pub mod stage;
 pub mod sync;
 pub mod telemetry;
 pub mod toggle;
+pub mod transform;
 
 pub use config::Config;
 pub use envfile::{EnvFile, SecretVersion};
 pub use error::{Error, Kind, Result};
 pub use rack::Rack;
+
+/// The Lambda deadline of an invocation as a tokio instant.
+pub fn deadline_of(context: &lambda_runtime::Context) -> tokio::time::Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    let left = context.deadline.saturating_sub(now_ms);
+    tokio::time::Instant::now() + std::time::Duration::from_millis(left)
+}
 
 impl From<Error> for lambda_runtime::Diagnostic {
     fn from(err: Error) -> Self {
@@ -42,7 +56,7 @@ impl From<Error> for lambda_runtime::Diagnostic {
 /// with an error that names the variable.
 pub async fn start<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
 where
-    F: Fn(std::sync::Arc<Rack>, serde_json::Value) -> Fut,
+    F: Fn(std::sync::Arc<Rack>, lambda_runtime::LambdaEvent<serde_json::Value>) -> Fut,
     Fut: std::future::Future<Output = Result<serde_json::Value>>,
 {
     telemetry::init_logging();
@@ -53,9 +67,7 @@ where
     let rack = std::sync::Arc::new(Rack::new(config, services));
 
     lambda_runtime::run(lambda_runtime::service_fn(
-        |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
-            handler(rack.clone(), event.payload)
-        },
+        |event: lambda_runtime::LambdaEvent<serde_json::Value>| handler(rack.clone(), event),
     ))
     .await
 }

@@ -321,4 +321,27 @@ impl EnvObjects for s3::Client {
             }
         }
     }
+
+    async fn enable_eventbridge(&self, bucket: &str) -> AwsResult<bool> {
+        let current = self
+            .get_bucket_notification_configuration()
+            .bucket(bucket)
+            .send()
+            .await?;
+        if current.event_bridge_configuration.is_some() {
+            return Ok(false);
+        }
+        let configuration = s3::types::NotificationConfiguration::builder()
+            .set_topic_configurations(current.topic_configurations)
+            .set_queue_configurations(current.queue_configurations)
+            .set_lambda_function_configurations(current.lambda_function_configurations)
+            .event_bridge_configuration(s3::types::EventBridgeConfiguration::builder().build())
+            .build();
+        self.put_bucket_notification_configuration()
+            .bucket(bucket)
+            .notification_configuration(configuration)
+            .send()
+            .await?;
+        Ok(true)
+    }
 }

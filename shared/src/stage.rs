@@ -38,26 +38,7 @@ impl Rack {
     pub async fn stage(&self, app: &str, env: &EnvFile) -> Result<Staged> {
         let version = SecretVersion::new(app, env)?;
         let name = self.config.secret_name(app);
-        let mut written = false;
-
-        let mut secret = match self.describe_secret(app, &name).await? {
-            Some(secret) => secret,
-            None => {
-                written |= self.create_secret(app, &name).await?;
-                self.describe_secret(app, &name).await?.ok_or_else(|| {
-                    Error::Transient(format!(
-                        "secret {name} of app {app} vanished after creation"
-                    ))
-                })?
-            }
-        };
-        ensure_owned(&secret)?;
-
-        if secret.pending_deletion {
-            self.restore(app, &name).await?;
-            secret.pending_deletion = false;
-            written = true;
-        }
+        let (secret, mut written) = self.prepare_secret(app, &name).await?;
 
         if !self.has_version(app, &secret, &version.version_id).await? {
             self.put_staged(app, &name, &version).await?;
@@ -71,6 +52,38 @@ impl Rack {
             keys: version.keys,
             written,
         })
+    }
+
+    /// The ARN of the app's secret, creating it empty (or restoring it) when needed, so that
+    /// an execution role can be granted it before any release is staged.
+    pub async fn ensure_secret(&self, app: &str) -> Result<String> {
+        let name = self.config.secret_name(app);
+        Ok(self.prepare_secret(app, &name).await?.0.arn)
+    }
+
+    /// Describes the secret, creating it when missing and restoring it when scheduled for
+    /// deletion; refuses one we do not own. Returns it and whether anything was written.
+    async fn prepare_secret(&self, app: &str, name: &str) -> Result<(SecretInfo, bool)> {
+        let mut written = false;
+        let mut secret = match self.describe_secret(app, name).await? {
+            Some(secret) => secret,
+            None => {
+                written |= self.create_secret(app, name).await?;
+                self.describe_secret(app, name).await?.ok_or_else(|| {
+                    Error::Transient(format!(
+                        "secret {name} of app {app} vanished after creation"
+                    ))
+                })?
+            }
+        };
+        ensure_owned(&secret)?;
+
+        if secret.pending_deletion {
+            self.restore(app, name).await?;
+            secret.pending_deletion = false;
+            written = true;
+        }
+        Ok((secret, written))
     }
 
     /// Moves `AWSCURRENT` to `version_id` of the app's secret; nothing is written when it is

@@ -2,8 +2,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    rack_secrets::start(
-        |rack, payload| async move { rack_secrets::sync::handle(&rack, payload).await },
-    )
+    rack_secrets::start(|rack, event| async move {
+        rack_secrets::sync::handle(&rack, event.payload).await
+    })
     .await
 }

@@ -1,0 +1,272 @@
+//! stack-inject's custom resource: at promote, stage the release, move `AWSCURRENT` to it and
+//! switch on EventBridge delivery for the app's bucket; answer CloudFormation in every case.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::config::is_rack_name;
+use crate::error::{Error, Result};
+use crate::rack::{Rack, APP_SETTING};
+use crate::release::is_release_id;
+use crate::respond;
+use crate::toggle::{self, Toggle};
+
+/// CloudFormation's limit on a whole response body.
+pub const MAX_RESPONSE_BYTES: usize = 4096;
+/// Time kept back before the Lambda deadline to deliver a FAILED answer.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
+/// The fields of a custom resource request the handler uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Request {
+    #[serde(default)]
+    pub request_type: String,
+    #[serde(rename = "ResponseURL")]
+    pub response_url: String,
+    #[serde(default)]
+    pub stack_id: String,
+    #[serde(default)]
+    pub request_id: String,
+    #[serde(default)]
+    pub logical_resource_id: String,
+    #[serde(default)]
+    pub physical_resource_id: Option<String>,
+    #[serde(default)]
+    pub resource_properties: Value,
+}
+
+/// The resource's attributes: `SecretArn`, `SecretName`, `VersionId`.
+pub type Data = BTreeMap<&'static str, String>;
+
+/// Handles one request and always answers it on its `ResponseURL`, before `deadline`.
+pub async fn handle(
+    rack: std::sync::Arc<Rack>,
+    payload: Value,
+    deadline: Instant,
+) -> Result<Value> {
+    let request: Request = serde_json::from_value(payload).map_err(|err| {
+        Error::Input(format!(
+            "unreadable custom resource request (no ResponseURL to answer): {err}"
+        ))
+    })?;
+    let physical_id = physical_id(&rack, &request);
+    let work = {
+        let rack = rack.clone();
+        let request = request.clone();
+        async move { act(&rack, &request).await }
+    };
+    answer(&request, &physical_id, deadline, work).await
+}
+
+/// Runs `work` on its own task, so that a panic or the deadline still leads to an answer,
+/// then sends SUCCESS or FAILED. Returns what was sent, without `Data` values' secrets (there
+/// are none: only ARNs, names and ids).
+pub async fn answer<F>(
+    request: &Request,
+    physical_id: &str,
+    deadline: Instant,
+    work: F,
+) -> Result<Value>
+where
+    F: Future<Output = Result<Data>> + Send + 'static,
+{
+    let stop_at = deadline
+        .checked_sub(DEADLINE_MARGIN)
+        .filter(|stop| *stop > Instant::now())
+        .unwrap_or_else(|| Instant::now() + (deadline - Instant::now()) / 2);
+    let outcome = tokio::time::timeout_at(stop_at, tokio::spawn(work)).await;
+    let result = match outcome {
+        Ok(Ok(result)) => result,
+        Ok(Err(join_error)) if join_error.is_panic() => Err(Error::Permanent(
+            "stack-inject failed unexpectedly (a panic); its log has the details".to_owned(),
+        )),
+        Ok(Err(_)) => Err(Error::Permanent(
+            "stack-inject's work was cancelled".to_owned(),
+        )),
+        Err(_) => Err(Error::Transient(
+            "stack-inject did not finish before the Lambda deadline".to_owned(),
+        )),
+    };
+
+    let (status, reason, data) = match result {
+        Ok(data) => ("SUCCESS", None, data),
+        Err(err) => {
+            tracing::error!(
+                request_type = request.request_type,
+                logical_id = request.logical_resource_id,
+                error = %err,
+                "custom resource failed"
+            );
+            ("FAILED", Some(err.to_string()), Data::new())
+        }
+    };
+    let body = response_body(request, physical_id, status, reason.as_deref(), &data);
+    respond::put(&request.response_url, body.to_string().into_bytes()).await?;
+    tracing::info!(
+        request_type = request.request_type,
+        status,
+        physical_id,
+        "answered CloudFormation"
+    );
+    Ok(json!({"Status": status, "PhysicalResourceId": physical_id, "Reason": reason}))
+}
+
+/// The response document, with `Reason` shortened so that the whole stays within 4,096 bytes.
+pub fn response_body(
+    request: &Request,
+    physical_id: &str,
+    status: &str,
+    reason: Option<&str>,
+    data: &Data,
+) -> Value {
+    let mut body = json!({
+        "Status": status,
+        "PhysicalResourceId": physical_id,
+        "StackId": request.stack_id,
+        "RequestId": request.request_id,
+        "LogicalResourceId": request.logical_resource_id,
+        "NoEcho": false,
+        "Data": data,
+    });
+    if let Some(reason) = reason {
+        let room = MAX_RESPONSE_BYTES.saturating_sub(body.to_string().len() + 16);
+        body["Reason"] = Value::String(shorten(reason, room));
+    }
+    body
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// The physical id: the secret's name, the same on every update of the same app, so that
+/// CloudFormation never replaces the resource and deletes the old one.
+fn physical_id(rack: &Rack, request: &Request) -> String {
+    let app = request
+        .resource_properties
+        .get("App")
+        .and_then(Value::as_str);
+    match (app, &request.physical_resource_id) {
+        (Some(app), _) if is_rack_name(app) => rack.config.secret_name(app),
+        (_, Some(existing)) => existing.clone(),
+        _ => format!("{}-invalid", request.logical_resource_id),
+    }
+}
+
+async fn act(rack: &Rack, request: &Request) -> Result<Data> {
+    match request.request_type.as_str() {
+        "Delete" => Ok(Data::new()),
+        "Create" | "Update" => promote_release(rack, &request.resource_properties).await,
+        other => Err(Error::Input(format!("unknown RequestType {other:?}"))),
+    }
+}
+
+async fn promote_release(rack: &Rack, properties: &Value) -> Result<Data> {
+    let text = |name: &str| properties.get(name).and_then(Value::as_str);
+    let app = text("App")
+        .filter(|app| is_rack_name(app))
+        .ok_or_else(|| Error::Input("property App must name a Convox app".to_owned()))?;
+    let release = text("Release")
+        .filter(|release| is_release_id(release))
+        .ok_or_else(|| Error::Input(format!("app {app}: property Release must be a release id")))?;
+    let manifest = Toggle::parse_optional(APP_SETTING, text(APP_SETTING))
+        .map_err(|err| Error::Input(format!("app {app}: {err}")))?;
+
+    let mut data = Data::new();
+    data.insert("SecretName", rack.config.secret_name(app));
+    let stack = rack
+        .app(app)
+        .await?
+        .ok_or_else(|| Error::Permanent(format!("app {app}: no stack of this rack")))?;
+    let served = stack.is_generation2()
+        && toggle::enabled(rack.config.rack_default, stack.setting()?, manifest);
+    if !served {
+        tracing::info!(app, release, "app not enabled; nothing promoted");
+        data.insert("SecretArn", String::new());
+        data.insert("VersionId", String::new());
+        return Ok(data);
+    }
+
+    let bucket = rack
+        .settings_bucket(app)
+        .await?
+        .ok_or_else(|| Error::Permanent(format!("app {app} has no Settings bucket")))?;
+    let staged = rack.stage_release(app, &bucket, release).await?;
+    let moved = rack.promote(app, &staged.version_id).await?;
+    let switched_on = rack
+        .services
+        .objects
+        .enable_eventbridge(&bucket)
+        .await
+        .map_err(|err| {
+            Error::from_aws(
+                format!("switching on EventBridge delivery for bucket {bucket}"),
+                err,
+            )
+        })?;
+    tracing::info!(
+        app,
+        release,
+        version_id = staged.version_id,
+        awscurrent_moved = moved,
+        eventbridge_switched_on = switched_on,
+        "release promoted"
+    );
+
+    data.insert("SecretArn", staged.secret_arn);
+    data.insert("VersionId", staged.version_id);
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Request {
+        Request {
+            request_type: "Create".into(),
+            response_url: "http://127.0.0.1:1/".into(),
+            stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/prod-web/1".into(),
+            request_id: "f2a6c6f0".into(),
+            logical_resource_id: "RackSecrets".into(),
+            physical_resource_id: None,
+            resource_properties: Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_to_keep_the_body_within_4096_bytes() {
+        let reason = "é".repeat(5000);
+        let body = response_body(
+            &request(),
+            "prod/web",
+            "FAILED",
+            Some(&reason),
+            &Data::new(),
+        );
+        let size = body.to_string().len();
+        assert!(size <= MAX_RESPONSE_BYTES, "{size}");
+        assert!(body["Reason"].as_str().unwrap().ends_with("..."));
+        assert_eq!(body["RequestId"], "f2a6c6f0");
+    }
+
+    #[test]
+    fn a_short_reason_is_kept_whole() {
+        let body = response_body(&request(), "prod/web", "FAILED", Some("no"), &Data::new());
+        assert_eq!(body["Reason"], "no");
+        assert_eq!(body["PhysicalResourceId"], "prod/web");
+    }
+}
