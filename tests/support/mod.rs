@@ -124,6 +124,8 @@ pub struct TestRack {
     pub s3: aws_sdk_s3::Client,
     pub cfn: aws_sdk_cloudformation::Client,
     pub kms: aws_sdk_kms::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub events: aws_sdk_eventbridge::Client,
     pub key_id: String,
 }
 
@@ -184,6 +186,8 @@ impl TestRack {
             secrets,
             s3: rack_secrets::sdk::s3_client(&sdk),
             cfn: aws_sdk_cloudformation::Client::new(&sdk),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            events: aws_sdk_eventbridge::Client::new(&sdk),
             kms,
             key_id,
             name,
@@ -254,7 +258,114 @@ impl TestRack {
                 .await
                 .unwrap();
         }
+        self.notify_removals(&bucket).await;
         bucket
+    }
+
+    /// Gives the bucket a notification setting of its own, one that rack-secrets must keep:
+    /// object removals go to a queue. (It also spares moto's answer for a bucket without any
+    /// setting, a document with the wrong root element that the SDK rightly refuses; AWS
+    /// answers an empty NotificationConfiguration.)
+    async fn notify_removals(&self, bucket: &str) {
+        let queue_arn = self.queue(&format!("{bucket}-removed")).await.1;
+        let queue = aws_sdk_s3::types::QueueConfiguration::builder()
+            .queue_arn(queue_arn)
+            .events(aws_sdk_s3::types::Event::S3ObjectRemoved)
+            .build()
+            .unwrap();
+        let configuration = aws_sdk_s3::types::NotificationConfiguration::builder()
+            .queue_configurations(queue)
+            .build();
+        self.s3
+            .put_bucket_notification_configuration()
+            .bucket(bucket)
+            .notification_configuration(configuration)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// A new queue: (URL, ARN).
+    pub async fn queue(&self, name: &str) -> (String, String) {
+        let url = self
+            .sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let arn = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        (url, arn)
+    }
+
+    /// An EventBridge rule that sends the bucket's S3 events to a new queue; returns its URL.
+    pub async fn watch_bucket_events(&self, bucket: &str) -> String {
+        let (url, arn) = self.queue(&format!("{bucket}-events")).await;
+        let rule = format!("{bucket}-events");
+        let pattern = serde_json::json!({
+            "source": ["aws.s3"],
+            "detail": {"bucket": {"name": [bucket]}}
+        });
+        self.events
+            .put_rule()
+            .name(&rule)
+            .event_pattern(pattern.to_string())
+            .send()
+            .await
+            .unwrap();
+        let target = aws_sdk_eventbridge::types::Target::builder()
+            .id("queue")
+            .arn(arn)
+            .build()
+            .unwrap();
+        self.events
+            .put_targets()
+            .rule(&rule)
+            .targets(target)
+            .send()
+            .await
+            .unwrap();
+        url
+    }
+
+    /// The detail types and object keys of the events waiting in a queue.
+    pub async fn received_events(&self, queue_url: &str) -> Vec<(String, String)> {
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|message| {
+                let event: serde_json::Value =
+                    serde_json::from_str(&message.body.unwrap()).unwrap();
+                (
+                    event["detail-type"].as_str().unwrap_or_default().to_owned(),
+                    event["detail"]["object"]["key"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect()
     }
 
     /// Writes `releases/{release}/env`, sealed with the rack key as Convox writes it.
