@@ -12,12 +12,12 @@ test: lint one-tls-stack integration lambda-tests
 venv:
 	scripts/venv.sh
 
+# The rewritten fixtures must be valid templates too. W2001 (unused parameter) is expected
+# there: the parent stack still passes the Key and Settings that CONVOX_ENV_* used.
 lint: venv
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	.venv/bin/cfn-lint template.yaml
-	# The rewritten fixtures must be valid templates. W2001 (unused parameter) is expected:
-	# the parent stack still passes CONVOX_ENV_KEY's Key and the Settings bucket name.
 	.venv/bin/cfn-lint --ignore-checks W2001 -- tests/fixtures/templates/*.expected.json
 
 # Unit tests need no emulator; integration tests talk to moto through the real SDK.

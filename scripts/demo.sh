@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job end to end on the local emulator: a Convox app writes an encrypted env file,
 # its S3 event reaches env-sync under `cargo lambda watch`, and the environment is staged as a
-# version of the app's secret. Run it with `make demo`; it exits non-zero when a step fails.
+# version of the app's secret; then stack-inject rewrites a service template to read it and
+# its custom resource makes the release live. Run it with `make demo`; it exits non-zero when
+# a step fails.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -11,7 +13,11 @@ rack=demo
 app=web
 release=RDEMOABCDEF
 work="$(mktemp -d -t rack-secrets-demo.XXXXXX)"
-cleanup() { lambda_stop; rm -rf "$work"; }
+cleanup() {
+  lambda_stop
+  if [ -n "${DEMO_KEEP_LOG:-}" ]; then cp "$work/functions.log" "$DEMO_KEEP_LOG"; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 python=.venv/bin/python
@@ -28,9 +34,10 @@ echo "stack $rack-$app, Settings bucket $bucket, rack key $key_id"
 
 step "2. 'convox env set' writes releases/$release/env, sealed with the rack key"
 cat >"$work/env" <<'ENV'
-DATABASE_URL=postgres://app:demo-only-password@db.internal:5432/app
+API_TOKEN=demo-only-0123456789abcdef
+DB_PASSWORD=demo-only-password
+DB_USER=prod_user
 REDIS_URL=redis://cache.internal:6379/0
-SECRET_KEY_BASE=demo-only-0123456789abcdef
 WORKERS=4
 ENV
 cargo run --quiet -p rack-secrets --bin envelope -- seal --key-id "$key_id" <"$work/env" >"$work/env.sealed"
@@ -41,7 +48,7 @@ step "3. The S3 event reaches env-sync, running under cargo lambda watch"
 sed -e "s/\"BUCKET\"/\"$bucket\"/g; s/:::BUCKET\"/:::$bucket\"/g" \
   -e "s#\"KEY\"#\"releases/$release/env\"#" \
   tests/fixtures/events/s3-object-created.json >"$work/event.json"
-LAMBDA_LOG="$work/env-sync.log" lambda_start RACK="$rack"
+LAMBDA_LOG="$work/functions.log" lambda_start RACK="$rack" RUST_LOG="${DEMO_RUST_LOG:-info}"
 lambda_invoke env-sync "$work/event.json" >"$work/first.json" || fail "env-sync invocation failed"
 outcome="$(field '["results"][0]["outcome"]' <"$work/first.json")"
 [ "$outcome" = staged ] || fail "expected outcome staged, got $outcome"
@@ -67,11 +74,62 @@ again="$(emulator describe-secret --name "$rack/$app")"
 echo "outcome:     $outcome (same version id $(field '["results"][0]["version_id"]' <"$work/second.json"))"
 echo "versions:    $(field '["versions"]' <<<"$again")"
 
-step "env-sync's log lines and metrics for these two events"
-grep -E '^\{' "$work/env-sync.log" | grep -v 'AWS_LAMBDA_MAX_CONCURRENCY' || true
+step "5. Promote: the stack-inject macro rewrites the service's task definition"
+"$python" - "$rack" "$bucket" "$release" >"$work/macro.json" <<'PY'
+import json, sys
+rack, bucket, release = sys.argv[1:]
+with open("tests/fixtures/templates/service.request.json") as f:
+    request = json.load(f)
+request["templateParameterValues"].update(Rack=rack, Settings=bucket, Release=release)
+print(json.dumps(request))
+PY
+lambda_invoke stack-inject "$work/macro.json" >"$work/macro.out" || fail "stack-inject invocation failed"
+[ "$(field '["status"]' <"$work/macro.out")" = success ] || fail "the macro did not succeed"
+"$python" - "$work/macro.json" "$work/macro.out" <<'PY'
+import json, sys
+before = json.load(open(sys.argv[1]))["fragment"]
+after = json.load(open(sys.argv[2]))["fragment"]
+def show(title, fragment):
+    container = fragment["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    print(f"-- {title}")
+    for entry in container.get("Environment", []):
+        print(f"  Environment  {entry['Name']:16} {json.dumps(entry['Value'])}")
+    for entry in container.get("Secrets", []):
+        print(f"  Secrets      {entry['Name']:16} {entry['ValueFrom']}")
+    for policy in fragment["Resources"]["ExecutionRole"]["Properties"].get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            print(f"  ExecutionRole may {statement['Action']} on {statement['Resource']}")
+show("before (convox.yml allows DB_USER,DB_PASSWORD,API_TOKEN,MISSING_KEY)", before)
+show("after", after)
+PY
+secrets_count="$(field '["fragment"]["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]["Secrets"].__len__()' <"$work/macro.out")"
+[ "$secrets_count" -gt 0 ] || fail "no secrets were injected"
+
+step "6. The custom resource makes the release live and answers CloudFormation"
+answer_url="$(emulator presign-put --bucket "$rack-cfn-answers" --key promote | field '["url"]')"
+"$python" - "$answer_url" "$app" "$release" >"$work/promote.json" <<'PY'
+import json, sys
+url, app, release = sys.argv[1:]
+print(json.dumps({
+    "RequestType": "Create", "ResponseURL": url, "RequestId": "demo-promote",
+    "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/demo-web/1",
+    "LogicalResourceId": "RackSecrets", "ResourceType": "Custom::RackSecrets",
+    "ResourceProperties": {"App": app, "Release": release},
+}))
+PY
+lambda_invoke stack-inject "$work/promote.json" >/dev/null || fail "stack-inject invocation failed"
+answer="$(emulator read-json --bucket "$rack-cfn-answers" --key promote)"
+[ "$(field '["Status"]' <<<"$answer")" = SUCCESS ] || fail "the custom resource answered $answer"
+echo "answer on the ResponseURL: $answer"
+echo "AWSCURRENT is on: $(emulator describe-secret --name "$rack/$app" | field '["versions"]')"
+
+step "env-sync's and stack-inject's log lines and metrics"
+grep -h -E '^\{' "$work/functions.log" | grep -v 'AWS_LAMBDA_MAX_CONCURRENCY' || true
 for value in demo-only-password demo-only-0123456789abcdef; do
-  if grep -q "$value" "$work/env-sync.log" "$work/first.json" "$work/second.json"; then
+  if grep -q "$value" "$work/functions.log" "$work/first.json" "$work/second.json" \
+    "$work/macro.out" <<<"$answer"; then
     fail "a secret value reached a log or a response"
   fi
 done
-printf '\ndemo passed: staged once, replay wrote nothing, no value in any log\n'
+printf '\ndemo passed: staged once, replay wrote nothing, task definition rewritten, release live,\n'
+printf 'no value in any log or response\n'

@@ -57,6 +57,22 @@ def create_app(args):
         Bucket=bucket,
         Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]},
     )
+    # A notification setting of the bucket's own, which promotion must keep. (moto answers
+    # a bucket without any setting with a document the AWS SDK cannot read.)
+    sqs = client("sqs")
+    queue = sqs.create_queue(QueueName=f"{bucket}-removed")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    client("s3").put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": queue_arn["Attributes"]["QueueArn"],
+                    "Events": ["s3:ObjectRemoved:*"],
+                }
+            ]
+        },
+    )
     return {"stack": stack, "bucket": bucket, "key_id": key_id}
 
 
@@ -90,6 +106,20 @@ def compare_version(args):
     return {"keys": sorted(stored), "same": not differ, "differing_keys": differ}
 
 
+def presign_put(args):
+    s3 = client("s3")
+    s3.create_bucket(Bucket=args.bucket)
+    url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": args.bucket, "Key": args.key}, ExpiresIn=3600
+    )
+    return {"url": url}
+
+
+def read_json_object(args):
+    body = client("s3").get_object(Bucket=args.bucket, Key=args.key)["Body"].read()
+    return json.loads(body)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +146,16 @@ def main():
     compare.add_argument("--version-id", required=True)
     compare.add_argument("--env-file", required=True)
     compare.set_defaults(run=compare_version)
+
+    presign = commands.add_parser("presign-put", help="a presigned PUT URL, as CloudFormation gives")
+    presign.add_argument("--bucket", required=True)
+    presign.add_argument("--key", required=True)
+    presign.set_defaults(run=presign_put)
+
+    read = commands.add_parser("read-json", help="a JSON object's content")
+    read.add_argument("--bucket", required=True)
+    read.add_argument("--key", required=True)
+    read.set_defaults(run=read_json_object)
 
     args = parser.parse_args()
     print(json.dumps(args.run(args), sort_keys=True))

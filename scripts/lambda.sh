@@ -2,7 +2,7 @@
 # invoke them. Source it from a script that already runs inside scripts/with-moto.sh.
 #   lambda_start KEY=VALUE...   start the local Lambda API with these function variables
 #   lambda_invoke NAME FILE     invoke function NAME with the JSON payload in FILE
-#   lambda_stop                 stop it (also done on exit)
+#   lambda_stop                 stop it (call it from your EXIT trap)
 
 lambda_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 lambda_bin="$lambda_root/.venv/bin/cargo-lambda"
@@ -23,7 +23,6 @@ lambda_start() {
   (cd "$lambda_root" && exec "$lambda_bin" lambda watch --quiet --ignore-changes \
     --invoke-address 127.0.0.1 --invoke-port "$lambda_port" "${vars[@]}") >"$lambda_log" 2>&1 &
   lambda_pid=$!
-  trap lambda_stop EXIT
   for _ in $(seq 1 600); do
     if "$lambda_root/.venv/bin/python" -c \
       "import socket; socket.create_connection(('127.0.0.1', $lambda_port), 1)" 2>/dev/null; then

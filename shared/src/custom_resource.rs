@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::is_rack_name;
 use crate::error::{Error, Result};
@@ -80,7 +81,13 @@ where
         .checked_sub(DEADLINE_MARGIN)
         .filter(|stop| *stop > Instant::now())
         .unwrap_or_else(|| Instant::now() + (deadline - Instant::now()) / 2);
-    let outcome = tokio::time::timeout_at(stop_at, tokio::spawn(work)).await;
+    tracing::debug!(
+        ms_to_deadline = (deadline - Instant::now()).as_millis() as u64,
+        ms_to_stop = (stop_at - Instant::now()).as_millis() as u64,
+        "custom resource request"
+    );
+    let work = tokio::spawn(work.in_current_span());
+    let outcome = tokio::time::timeout_at(stop_at, work).await;
     let result = match outcome {
         Ok(Ok(result)) => result,
         Ok(Err(join_error)) if join_error.is_panic() => Err(Error::Permanent(

@@ -506,6 +506,9 @@ fn inject_container(container: &mut Value, entries: &[(String, String)]) -> Resu
         });
     }
 
+    if added.is_empty() {
+        return Ok(());
+    }
     let secrets = object
         .entry("Secrets")
         .or_insert_with(|| Value::Array(Vec::new()))

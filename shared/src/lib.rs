@@ -28,13 +28,28 @@ pub use envfile::{EnvFile, SecretVersion};
 pub use error::{Error, Kind, Result};
 pub use rack::Rack;
 
+/// The longest a Lambda invocation can run.
+const LAMBDA_MAX_RUN: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// The Lambda deadline of an invocation as a tokio instant.
 pub fn deadline_of(context: &lambda_runtime::Context) -> tokio::time::Instant {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64);
-    let left = context.deadline.saturating_sub(now_ms);
-    tokio::time::Instant::now() + std::time::Duration::from_millis(left)
+    tokio::time::Instant::now() + time_left(context.deadline, now_ms)
+}
+
+/// Time left until `deadline_ms`. Lambda sends an absolute time in Unix milliseconds; some
+/// local Runtime APIs (`cargo lambda watch`) send the time allowed instead, which reads as a
+/// moment long past: such a value is taken as a duration. Never more than Lambda's 900 s.
+fn time_left(deadline_ms: u64, now_ms: u64) -> std::time::Duration {
+    const DAY_MS: u64 = 86_400_000;
+    let left_ms = if deadline_ms + DAY_MS < now_ms {
+        deadline_ms
+    } else {
+        deadline_ms.saturating_sub(now_ms)
+    };
+    std::time::Duration::from_millis(left_ms).min(LAMBDA_MAX_RUN)
 }
 
 impl From<Error> for lambda_runtime::Diagnostic {
@@ -70,4 +85,24 @@ where
         |event: lambda_runtime::LambdaEvent<serde_json::Value>| handler(rack.clone(), event),
     ))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn an_absolute_deadline_leaves_the_time_until_it() {
+        let now = 1_796_400_000_000;
+        assert_eq!(time_left(now + 30_000, now), Duration::from_secs(30));
+        assert_eq!(time_left(now - 5, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_deadline_sent_as_a_duration_is_taken_as_one_and_capped() {
+        let now = 1_796_400_000_000;
+        assert_eq!(time_left(60_000, now), Duration::from_secs(60));
+        assert_eq!(time_left(600_000_000, now), LAMBDA_MAX_RUN);
+    }
 }
