@@ -26,7 +26,7 @@ integration: venv
 
 # The binaries themselves, run by cargo lambda and invoked with the fixture events.
 lambda-tests: venv
-	scripts/with-moto.sh tests/lambda/env-sync.sh
+	scripts/with-moto.sh tests/lambda/functions.sh
 
 one-tls-stack:
 	scripts/check-one-tls-stack.sh

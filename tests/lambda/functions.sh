@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the env-sync binary under `cargo lambda watch` and invokes it with each fixture event,
-# checking what it returns and what it leaves in the emulator. Run inside scripts/with-moto.sh
+# Runs the env-sync and stack-inject binaries under `cargo lambda watch` and invokes them with
+# the fixture events and requests, checking what they return and leave in the emulator. Run inside scripts/with-moto.sh
 # (`make test` does). Ends with the line "N passed, N failed".
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -39,7 +39,7 @@ for n in 1 2; do
   emulator put-object --bucket "$bucket" --key "releases/R$n/env" --file "$work/env$n.sealed" >/dev/null
 done
 
-LAMBDA_LOG="$work/env-sync.log" lambda_start RACK="$rack" || exit 1
+LAMBDA_LOG="$work/functions.log" lambda_start RACK="$rack" || exit 1
 
 fill s3-object-created.json "$bucket" releases/R1/env >"$work/s3.json"
 out="$(lambda_invoke env-sync "$work/s3.json")"
@@ -75,8 +75,47 @@ if lambda_invoke env-sync "$work/bad.json" >"$work/bad.out" 2>&1; then bad=accep
 check "an unknown payload is refused" refused "$bad"
 check "the refusal names the accepted payloads" 1 "$(grep -c '"sync"' "$work/bad.out")"
 
-values_seen="$(grep -c -e 'B=two' -e '"two"' -e '"three"' "$work/env-sync.log")"
-check "no value in env-sync's log" 0 "$values_seen"
+"$python" - "$rack" "$bucket" >"$work/macro.json" <<'PY'
+import json, sys
+rack, bucket = sys.argv[1:]
+request = json.load(open("tests/fixtures/templates/service.request.json"))
+request["templateParameterValues"].update(Rack=rack, Settings=bucket, Release="R2")
+for entry in request["fragment"]["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]["Environment"]:
+    if entry["Name"] == "CONVOX_ENV_VARS":
+        entry["Value"] = "*"
+print(json.dumps(request))
+PY
+out="$(lambda_invoke stack-inject "$work/macro.json")"
+check "the macro answers success" success "$(field '["status"]' <<<"$out")"
+check "the macro echoes the request id" 5b1a9e5c-7d1e-4f3a-9a61-1c2d3e4f5a6b "$(field '["requestId"]' <<<"$out")"
+secrets="$(field '["fragment"]["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]["Secrets"]' <<<"$out")"
+check "every key of R2 is injected, pinned to its version" \
+  "['A', 'B'] {'$version2'}" \
+  "$("$python" -c 'import ast, sys; s = ast.literal_eval(sys.argv[1]); print([e["Name"] for e in s], {e["ValueFrom"].rsplit(":", 1)[1] for e in s})' "$secrets")"
 
-echo "env-sync under cargo lambda: $passed passed, $failed failed"
+echo '{"requestId": "r-bad", "fragment": 7}' >"$work/bad-macro.json"
+out="$(lambda_invoke stack-inject "$work/bad-macro.json")"
+check "a malformed macro request fails with its id" "failure r-bad" \
+  "$(field '["status"]' <<<"$out") $(field '["requestId"]' <<<"$out")"
+
+url="$(emulator presign-put --bucket "$rack-answers" --key create | field '["url"]')"
+"$python" -c 'import json, sys; print(json.dumps({"RequestType": "Create", "ResponseURL": sys.argv[1],
+  "StackId": "stack", "RequestId": "req-1", "LogicalResourceId": "RackSecrets",
+  "ResourceProperties": {"App": "web", "Release": "R2"}}))' "$url" >"$work/create.json"
+lambda_invoke stack-inject "$work/create.json" >/dev/null
+answer="$(emulator read-json --bucket "$rack-answers" --key create)"
+check "the custom resource answers SUCCESS on its URL" SUCCESS "$(field '["Status"]' <<<"$answer")"
+check "its physical id is the secret name" "$rack/web" "$(field '["PhysicalResourceId"]' <<<"$answer")"
+check "AWSCURRENT moved to R2's version" "['STAGED', 'AWSCURRENT']" \
+  "$(emulator describe-secret --name "$rack/web" | field '["versions"]["'"$version2"'"]')"
+
+echo '{"render": {"app": "web", "release": "R1", "allowed": "B"}}' >"$work/render.json"
+out="$(lambda_invoke stack-inject "$work/render.json")"
+check "render gives one entry for the one allowed key" "B $version1" \
+  "$(field '["secrets"][0]["name"]' <<<"$out") $(field '["version_id"]' <<<"$out")"
+
+values_seen="$(grep -c -e 'B=two' -e '"two"' -e '"three"' "$work/functions.log")"
+check "no value in the functions' log" 0 "$values_seen"
+
+echo "functions under cargo lambda: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
