@@ -3,8 +3,11 @@
 
 mod support;
 
-use rack_secrets::sync::{handle, AppResult, Outcome};
-use rack_secrets::Kind;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rack_secrets::sync::{AppResult, Outcome};
+use rack_secrets::{Kind, Rack};
 use serde_json::Value;
 use support::{AppSpec, TestRack};
 
@@ -22,6 +25,12 @@ fn fixture(name: &str, fill: &[(&str, &str)]) -> Value {
         text = text.replace(&format!(":::{placeholder}\""), &format!(":::{value}\""));
     }
     serde_json::from_str(&text).unwrap()
+}
+
+/// env-sync's handler with a deadline far away.
+async fn handle(rack: &Arc<Rack>, payload: Value) -> rack_secrets::Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    rack_secrets::sync::handle(rack, payload, deadline).await
 }
 
 fn results(response: Value) -> Vec<AppResult> {

@@ -29,6 +29,8 @@ pub struct SecretInfo {
     pub pending_deletion: bool,
     /// Version ids that carry staging labels, with their labels.
     pub versions: HashMap<String, Vec<String>>,
+    /// Regions the secret is replicated to.
+    pub replica_regions: Vec<String>,
 }
 
 impl SecretInfo {
@@ -78,6 +80,10 @@ pub trait SecretStore: Send + Sync {
         version_id: &str,
         from_version: Option<&str>,
     ) -> AwsResult<()>;
+    /// Stops replicating the secret to these regions.
+    async fn remove_replicas(&self, name: &str, regions: &[String]) -> AwsResult<()>;
+    /// Schedules deletion with a recovery window of `recovery_days`; 0 deletes at once.
+    async fn delete(&self, name: &str, recovery_days: u8) -> AwsResult<()>;
     /// A version's value, by id or else by label; `None` when there is no such version.
     async fn read(&self, name: &str, version: VersionRef<'_>) -> AwsResult<Option<String>>;
 }

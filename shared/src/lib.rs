@@ -5,6 +5,8 @@
 //! staging, and each function's request handling.
 
 pub mod backend;
+pub mod backfill;
+pub mod cleanup;
 pub mod config;
 pub mod custom_resource;
 pub mod envelope;
@@ -15,6 +17,7 @@ pub mod pace;
 pub mod rack;
 pub mod release;
 pub mod respond;
+pub mod retry;
 pub mod sdk;
 pub mod stack_inject;
 pub mod stage;

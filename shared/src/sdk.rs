@@ -94,6 +94,12 @@ impl SecretStore for secretsmanager::Client {
                 .collect(),
             pending_deletion: output.deleted_date.is_some(),
             versions: output.version_ids_to_stages.unwrap_or_default(),
+            replica_regions: output
+                .replication_status
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|replica| replica.region)
+                .collect(),
         }))
     }
 
@@ -172,6 +178,26 @@ impl SecretStore for secretsmanager::Client {
             .set_remove_from_version_id(from_version.map(str::to_owned))
             .send()
             .await?;
+        Ok(())
+    }
+
+    async fn remove_replicas(&self, name: &str, regions: &[String]) -> AwsResult<()> {
+        self.remove_regions_from_replication()
+            .secret_id(name)
+            .set_remove_replica_regions(Some(regions.to_vec()))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str, recovery_days: u8) -> AwsResult<()> {
+        let request = self.delete_secret().secret_id(name);
+        let request = if recovery_days == 0 {
+            request.force_delete_without_recovery(true)
+        } else {
+            request.recovery_window_in_days(i64::from(recovery_days))
+        };
+        request.send().await?;
         Ok(())
     }
 

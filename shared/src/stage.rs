@@ -54,6 +54,21 @@ impl Rack {
         })
     }
 
+    /// Whether staging and promoting `env` would write anything, without writing: the
+    /// read-only half of a backfill's dry run. Returns the version id with the answer.
+    pub async fn would_change(&self, app: &str, env: &EnvFile) -> Result<(String, bool)> {
+        let version = SecretVersion::new(app, env)?;
+        let name = self.config.secret_name(app);
+        let Some(secret) = self.describe_secret(app, &name).await? else {
+            return Ok((version.version_id, true));
+        };
+        ensure_owned(&secret)?;
+        let changes = secret.pending_deletion
+            || secret.version_with(CURRENT) != Some(version.version_id.as_str())
+            || !self.has_version(app, &secret, &version.version_id).await?;
+        Ok((version.version_id, changes))
+    }
+
     /// The ARN of the app's secret, creating it empty (or restoring it) when needed, so that
     /// an execution role can be granted it before any release is staged.
     pub async fn ensure_secret(&self, app: &str) -> Result<String> {
@@ -224,7 +239,7 @@ impl Rack {
 }
 
 /// Refuses a secret that does not carry our ownership tag: it was made by someone else.
-fn ensure_owned(secret: &SecretInfo) -> Result<()> {
+pub(crate) fn ensure_owned(secret: &SecretInfo) -> Result<()> {
     if secret.tags.get(OWNER_TAG).map(String::as_str) == Some(OWNER) {
         Ok(())
     } else {

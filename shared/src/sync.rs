@@ -6,21 +6,37 @@ use aws_lambda_events::s3::S3Event;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::backfill::{self, Selection};
 use crate::error::{Error, Kind, Result};
 use crate::rack::Rack;
 use crate::release::{is_release_id, release_of_key};
 use crate::telemetry::{self, Metric};
 
 /// What happened to one app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// A new version was written (and the secret created or restored when needed).
+    /// A new version was written (and the secret created or restored when needed); for a
+    /// backfill, also `AWSCURRENT` moved or EventBridge delivery switched on.
     Staged,
-    /// The version was already there; nothing was written.
+    /// The version was already there (and live, for a backfill); nothing was written.
     Unchanged,
+    /// A backfill's dry run: staging or promoting would write.
+    WouldStage,
     /// Not handled: not enabled, not Generation 2, or no app of this rack.
     Skipped,
+    /// verify: `AWSCURRENT` holds exactly the live release's environment.
+    InSync,
+    /// verify: they differ; `drift` names the keys.
+    Drift,
+    /// verify: the app has no secret, or no `AWSCURRENT` version.
+    Missing,
+    /// verify: the app is not enabled (or not Generation 2).
+    Disabled,
     Failed,
 }
 
@@ -35,6 +51,9 @@ pub struct AppResult {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
     pub reason: Option<String>,
+    /// verify only: the key names that differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::backfill::Drift>,
     /// Whether a failure may pass on retry; decides whether Lambda retries an event.
     #[serde(skip)]
     pub transient: bool,
@@ -49,6 +68,7 @@ impl AppResult {
             version_id: None,
             keys: Vec::new(),
             reason: Some(reason),
+            drift: None,
             transient: false,
         }
     }
@@ -59,6 +79,8 @@ impl AppResult {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Manual {
     Sync { app: String, release: String },
+    Backfill(Selection),
+    Verify(Selection),
 }
 
 /// The S3 object named by an EventBridge `Object Created` event.
@@ -78,11 +100,15 @@ struct Keyed {
     key: String,
 }
 
+/// How long before the Lambda deadline a backfill or verify starts no new app.
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Handles one env-sync invocation and returns `{"results": [...]}`. Records are handled
 /// independently; when any failed transiently the invocation fails after all were tried, so
 /// that Lambda retries it (a replay stages nothing twice). Permanent failures are logged,
-/// counted and returned, not retried.
-pub async fn handle(rack: &Rack, payload: Value) -> Result<Value> {
+/// counted and returned, not retried. A backfill or verify returns its report, with a cursor
+/// when it stopped `DEADLINE_MARGIN` before `deadline`.
+pub async fn handle(rack: &Arc<Rack>, payload: Value, deadline: Instant) -> Result<Value> {
     let results = if payload.get("Records").is_some() {
         let event: S3Event = serde_json::from_value(payload)
             .map_err(|err| Error::Input(format!("unreadable S3 notification: {err}")))?;
@@ -95,11 +121,23 @@ pub async fn handle(rack: &Rack, payload: Value) -> Result<Value> {
         let manual: Manual = serde_json::from_value(payload).map_err(|err| {
             Error::Input(format!(
                 "unknown payload ({err}); env-sync takes S3 notifications, EventBridge \
-                 Object Created events and {{\"sync\": {{\"app\": ..., \"release\": ...}}}}"
+                 Object Created events, {{\"sync\": {{\"app\": ..., \"release\": ...}}}}, \
+                 {{\"backfill\": {{\"apps\": [...], \"dry_run\": false}}}} and \
+                 {{\"verify\": {{\"apps\": [...]}}}}"
             ))
         })?;
+        let stop: Arc<dyn Fn() -> bool + Send + Sync> =
+            Arc::new(move || Instant::now() + DEADLINE_MARGIN >= deadline);
         match manual {
             Manual::Sync { app, release } => vec![sync_app_release(rack, &app, &release).await],
+            Manual::Backfill(selection) => {
+                let report = backfill::backfill(rack.clone(), selection, stop).await?;
+                return Ok(serde_json::to_value(report).expect("a report serialises"));
+            }
+            Manual::Verify(selection) => {
+                let report = backfill::verify(rack.clone(), selection, stop).await?;
+                return Ok(serde_json::to_value(report).expect("a report serialises"));
+            }
         }
     };
 
@@ -227,10 +265,9 @@ async fn sync_release_in(rack: &Rack, app: &str, bucket: Option<&str>, release: 
                 "the release's environment was already staged; nothing written"
             );
         }
-        Outcome::Skipped => {
+        _ => {
             tracing::info!(app, release, reason = result.reason, "skipped");
         }
-        Outcome::Failed => {}
     }
     result
 }
@@ -271,6 +308,7 @@ async fn try_sync(
         version_id: Some(staged.version_id),
         keys: staged.keys,
         reason: None,
+        drift: None,
         transient: false,
     })
 }
@@ -291,6 +329,7 @@ fn failed(rack: &Rack, app: &str, release: Option<&str>, err: Error) -> AppResul
         version_id: None,
         keys: Vec::new(),
         reason: Some(err.to_string()),
+        drift: None,
         transient: kind == Kind::Transient,
     }
 }

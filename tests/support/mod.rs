@@ -44,10 +44,14 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Secrets Manager calls, counted by kind, passed through to the real client.
+/// With `throttle_every(n)`, every n-th write call answers `ThrottlingException` instead of
+/// reaching the emulator, as Secrets Manager does past 50 writes a second.
 pub struct CountingSecrets {
     inner: aws_sdk_secretsmanager::Client,
     writes: AtomicUsize,
     creates: AtomicUsize,
+    throttle_every: AtomicUsize,
+    throttled: AtomicUsize,
 }
 
 impl CountingSecrets {
@@ -59,8 +63,27 @@ impl CountingSecrets {
         self.creates.load(Ordering::SeqCst)
     }
 
-    fn count_write(&self) {
-        self.writes.fetch_add(1, Ordering::SeqCst);
+    pub fn throttle_every(&self, n: usize) {
+        self.throttle_every.store(n, Ordering::SeqCst);
+    }
+
+    pub fn throttled(&self) -> usize {
+        self.throttled.load(Ordering::SeqCst)
+    }
+
+    /// Counts a write call, or refuses it as throttled.
+    fn count_write(&self) -> AwsResult<()> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let every = self.throttle_every.load(Ordering::SeqCst);
+        if every > 0 && n % every == 0 {
+            self.throttled.fetch_add(1, Ordering::SeqCst);
+            return Err(rack_secrets::error::AwsError {
+                code: Some("ThrottlingException".into()),
+                message: "ThrottlingException: Rate exceeded".into(),
+                transient: true,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -71,7 +94,7 @@ impl SecretStore for CountingSecrets {
     }
 
     async fn create(&self, secret: &NewSecret) -> AwsResult<String> {
-        self.count_write();
+        self.count_write()?;
         self.creates.fetch_add(1, Ordering::SeqCst);
         self.inner.create(secret).await
     }
@@ -83,7 +106,7 @@ impl SecretStore for CountingSecrets {
         json: &str,
         label: &str,
     ) -> AwsResult<()> {
-        self.count_write();
+        self.count_write()?;
         self.inner.put_version(name, version_id, json, label).await
     }
 
@@ -92,7 +115,7 @@ impl SecretStore for CountingSecrets {
     }
 
     async fn restore(&self, name: &str) -> AwsResult<()> {
-        self.count_write();
+        self.count_write()?;
         self.inner.restore(name).await
     }
 
@@ -103,10 +126,20 @@ impl SecretStore for CountingSecrets {
         version_id: &str,
         from_version: Option<&str>,
     ) -> AwsResult<()> {
-        self.count_write();
+        self.count_write()?;
         self.inner
             .move_label(name, label, version_id, from_version)
             .await
+    }
+
+    async fn remove_replicas(&self, name: &str, regions: &[String]) -> AwsResult<()> {
+        self.count_write()?;
+        self.inner.remove_replicas(name, regions).await
+    }
+
+    async fn delete(&self, name: &str, recovery_days: u8) -> AwsResult<()> {
+        self.count_write()?;
+        self.inner.delete(name, recovery_days).await
     }
 
     async fn read(&self, name: &str, version: VersionRef<'_>) -> AwsResult<Option<String>> {
@@ -165,6 +198,8 @@ impl TestRack {
             inner: secrets.clone(),
             writes: AtomicUsize::new(0),
             creates: AtomicUsize::new(0),
+            throttle_every: AtomicUsize::new(0),
+            throttled: AtomicUsize::new(0),
         });
         let mut services = Services::from_sdk_config(&sdk);
         services.secrets = counter.clone();

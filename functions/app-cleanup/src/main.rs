@@ -1,11 +1,9 @@
-//! app-cleanup: not built yet; every invocation answers so, and nothing is changed.
+//! app-cleanup: schedules an app's secret for deletion when the app's stack is deleted.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    rack_secrets::start(|_rack, _event| async move {
-        Err(rack_secrets::Error::Permanent(
-            "app-cleanup is not built yet in this version of rack-secrets".to_owned(),
-        ))
+    rack_secrets::start(|rack, event| async move {
+        rack_secrets::cleanup::handle(&rack, event.payload).await
     })
     .await
 }

@@ -3,7 +3,8 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     rack_secrets::start(|rack, event| async move {
-        rack_secrets::sync::handle(&rack, event.payload).await
+        let deadline = rack_secrets::deadline_of(&event.context);
+        rack_secrets::sync::handle(&rack, event.payload, deadline).await
     })
     .await
 }
