@@ -75,7 +75,7 @@ impl CountingSecrets {
     fn count_write(&self) -> AwsResult<()> {
         let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
         let every = self.throttle_every.load(Ordering::SeqCst);
-        if every > 0 && n % every == 0 {
+        if every > 0 && n.is_multiple_of(every) {
             self.throttled.fetch_add(1, Ordering::SeqCst);
             return Err(rack_secrets::error::AwsError {
                 code: Some("ThrottlingException".into()),
