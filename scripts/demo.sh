@@ -2,8 +2,9 @@
 # The main job end to end on the local emulator: a Convox app writes an encrypted env file,
 # its S3 event reaches env-sync under `cargo lambda watch`, and the environment is staged as a
 # version of the app's secret; then stack-inject rewrites a service template to read it and
-# its custom resource makes the release live. Run it with `make demo`; it exits non-zero when
-# a step fails.
+# its custom resource makes the release live; a backfill adopts an older app, verify checks
+# both, and app-cleanup removes a deleted app's secret. Run it with `make demo`; it exits
+# non-zero when a step fails.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -123,13 +124,49 @@ answer="$(emulator read-json --bucket "$rack-cfn-answers" --key promote)"
 echo "answer on the ResponseURL: $answer"
 echo "AWSCURRENT is on: $(emulator describe-secret --name "$rack/$app" | field '["versions"]')"
 
-step "env-sync's and stack-inject's log lines and metrics"
+step "7. Backfill: an app whose env was written before rack-secrets came is staged and made live"
+worker_info="$(emulator create-app --rack "$rack" --app worker --release RWORKER0001)"
+worker_bucket="$(field '["bucket"]' <<<"$worker_info")"
+printf 'QUEUE=jobs\nWORKER_TOKEN=demo-only-worker-token\n' >"$work/worker.env"
+cargo run --quiet -p rack-secrets --bin envelope -- seal --key-id "$(field '["key_id"]' <<<"$worker_info")" \
+  <"$work/worker.env" >"$work/worker.sealed"
+emulator put-object --bucket "$worker_bucket" --key releases/RWORKER0001/env --file "$work/worker.sealed" >/dev/null
+echo '{"backfill": {}}' >"$work/backfill.json"
+lambda_invoke env-sync "$work/backfill.json" >"$work/backfill.out" || fail "backfill failed"
+"$python" - "$work/backfill.out" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+for r in report["results"]:
+    print(f"  {r['app']:8} {r['outcome']:10} release {r['release']}  version {r['version_id']}")
+print("  counts:", report["counts"], " cursor:", report["cursor"])
+PY
+[ "$(field '["counts"].get("failed", 0)' <"$work/backfill.out")" = 0 ] || fail "the backfill had failures"
+
+step "8. Verify: AWSCURRENT against each app's live release"
+echo '{"verify": {}}' >"$work/verify.json"
+lambda_invoke env-sync "$work/verify.json" >"$work/verify.out" || fail "verify failed"
+"$python" - "$work/verify.out" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f"  {r['app']:8} {r['outcome']}")
+PY
+[ "$(field '["counts"].get("in_sync", 0)' <"$work/verify.out")" = 2 ] || fail "expected both apps in sync"
+
+step "9. The app 'worker' is deleted: app-cleanup schedules its secret for deletion"
+stack_id="$(emulator delete-app --rack "$rack" --app worker | field '["stack_id"]')"
+sed -e "s#STACK_ID#$stack_id#g; s#STATUS#DELETE_COMPLETE#" \
+  tests/fixtures/events/stack-status-change.json >"$work/deleted.json"
+lambda_invoke app-cleanup "$work/deleted.json" >"$work/cleanup.out" || fail "app-cleanup failed"
+[ "$(field '["results"][0]["outcome"]' <"$work/cleanup.out")" = deleted ] || fail "the secret was not deleted"
+echo "result: $(cat "$work/cleanup.out")"
+echo "secret $rack/worker is deleted on: $(emulator describe-secret --name "$rack/worker" | field '["deletion_date"]')"
+
+step "The functions' log lines and metrics"
 grep -h -E '^\{' "$work/functions.log" | grep -v 'AWS_LAMBDA_MAX_CONCURRENCY' || true
-for value in demo-only-password demo-only-0123456789abcdef; do
-  if grep -q "$value" "$work/functions.log" "$work/first.json" "$work/second.json" \
-    "$work/macro.out" <<<"$answer"; then
+for value in demo-only-password demo-only-0123456789abcdef demo-only-worker-token; do
+  if grep -q "$value" "$work/functions.log" "$work"/*.out "$work/first.json" "$work/second.json"; then
     fail "a secret value reached a log or a response"
   fi
 done
 printf '\ndemo passed: staged once, replay wrote nothing, task definition rewritten, release live,\n'
-printf 'no value in any log or response\n'
+printf 'backfilled, verified, cleaned up; no value in any log or response\n'

@@ -84,8 +84,10 @@ def put_object(args):
 
 def describe_secret(args):
     secret = client("secretsmanager").describe_secret(SecretId=args.name)
+    deleted = secret.get("DeletedDate")
     return {
         "arn": secret["ARN"],
+        "deletion_date": deleted.isoformat() if deleted else None,
         "versions": secret.get("VersionIdsToStages", {}),
         "tags": {tag["Key"]: tag["Value"] for tag in secret.get("Tags", [])},
     }
@@ -104,6 +106,14 @@ def compare_version(args):
                 expected[key.strip()] = val
     differ = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
     return {"keys": sorted(stored), "same": not differ, "differing_keys": differ}
+
+
+def delete_app(args):
+    cfn = client("cloudformation")
+    stack = f"{args.rack}-{args.app}"
+    stack_id = cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackId"]
+    cfn.delete_stack(StackName=stack)
+    return {"stack": stack, "stack_id": stack_id}
 
 
 def presign_put(args):
@@ -146,6 +156,11 @@ def main():
     compare.add_argument("--version-id", required=True)
     compare.add_argument("--env-file", required=True)
     compare.set_defaults(run=compare_version)
+
+    delete = commands.add_parser("delete-app", help="delete an app's stack")
+    delete.add_argument("--rack", required=True)
+    delete.add_argument("--app", required=True)
+    delete.set_defaults(run=delete_app)
 
     presign = commands.add_parser("presign-put", help="a presigned PUT URL, as CloudFormation gives")
     presign.add_argument("--bucket", required=True)
