@@ -239,7 +239,10 @@ async fn backfill_app(rack: &Rack, app: &App, dry_run: bool) -> AppResult {
             .map_err(|err| {
                 Error::from_aws(format!("switching on EventBridge for {bucket}"), err)
             })?;
-        let outcome = if staged.written || moved || switched_on {
+        if switched_on {
+            tracing::info!(app = name, bucket, "switched on EventBridge delivery");
+        }
+        let outcome = if staged.written || moved {
             Outcome::Staged
         } else {
             Outcome::Unchanged

@@ -21,7 +21,7 @@ use crate::telemetry::{self, Metric};
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// A new version was written (and the secret created or restored when needed); for a
-    /// backfill, also `AWSCURRENT` moved or EventBridge delivery switched on.
+    /// backfill, also when only `AWSCURRENT` moved.
     Staged,
     /// The version was already there (and live, for a backfill); nothing was written.
     Unchanged,
