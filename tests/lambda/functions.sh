@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the env-sync and stack-inject binaries under `cargo lambda watch` and invokes them with
+# Runs the env-sync, stack-inject and app-cleanup binaries under `cargo lambda watch` and invokes them with
 # the fixture events and requests, checking what they return and leave in the emulator. Run inside scripts/with-moto.sh
 # (`make test` does). Ends with the line "N passed, N failed".
 set -uo pipefail
@@ -113,6 +113,21 @@ echo '{"render": {"app": "web", "release": "R1", "allowed": "B"}}' >"$work/rende
 out="$(lambda_invoke stack-inject "$work/render.json")"
 check "render gives one entry for the one allowed key" "B $version1" \
   "$(field '["secrets"][0]["name"]' <<<"$out") $(field '["version_id"]' <<<"$out")"
+
+echo '{"verify": {"apps": ["web"]}}' >"$work/verify.json"
+out="$(lambda_invoke env-sync "$work/verify.json")"
+# The stack's output still names R1 as live, while R2 was promoted: B differs.
+check "verify names the key that differs from the live release" "drift ['B']" \
+  "$(field '["results"][0]["outcome"]' <<<"$out") $(field '["results"][0]["drift"]["changed"]' <<<"$out")"
+
+stack_id="$(emulator delete-app --rack "$rack" --app web | field '["stack_id"]')"
+sed -e "s#STACK_ID#$stack_id#g; s#STATUS#DELETE_COMPLETE#" \
+  tests/fixtures/events/stack-status-change.json >"$work/deleted.json"
+out="$(lambda_invoke app-cleanup "$work/deleted.json")"
+check "app-cleanup schedules the deleted app's secret for deletion" deleted \
+  "$(field '["results"][0]["outcome"]' <<<"$out")"
+check "the secret has a deletion date" True \
+  "$(emulator describe-secret --name "$rack/web" | field '["deletion_date"] is not None')"
 
 values_seen="$(grep -c -e 'B=two' -e '"two"' -e '"three"' "$work/functions.log")"
 check "no value in the functions' log" 0 "$values_seen"
