@@ -164,16 +164,19 @@ pub async fn cleanup(rack: &Rack, app: &str, dry_run: bool) -> Result<CleanupRes
             .map_err(|err| Error::from_aws(format!("removing the replicas of {name}"), err))?;
     }
     rack.pace.wait().await;
-    match secrets.delete(&name, days).await {
-        Ok(()) => {}
-        Err(err) if err.is("ResourceNotFoundException") => {
-            return Ok(result(CleanupOutcome::AlreadyGone, None));
-        }
-        Err(err) => {
+    if let Err(err) = secrets.delete(&name, days).await {
+        // A retried call whose first attempt took effect is refused: the secret is already
+        // scheduled for deletion, or gone. Look before calling it a failure.
+        let gone = match secrets.describe(&name).await {
+            Ok(None) => true,
+            Ok(Some(now)) => now.pending_deletion,
+            Err(_) => false,
+        };
+        if !gone {
             return Err(Error::from_aws(
                 format!("deleting secret {name} of app {app}"),
                 err,
-            ))
+            ));
         }
     }
 

@@ -2,8 +2,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_cloudformation as cloudformation;
 use aws_sdk_kms as kms;
 use aws_sdk_s3 as s3;
@@ -15,12 +18,37 @@ use crate::backend::{
 };
 use crate::error::AwsError;
 
+/// How long one attempt of an AWS call may take before it is abandoned and retried. Without
+/// it a connection that stops answering would hold the function until Lambda kills it.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts per AWS call, the first included; the SDK backs off with jitter in between.
+pub const SDK_ATTEMPTS: u32 = 4;
+
+/// Loads the SDK configuration (region, credentials, `AWS_ENDPOINT_URL`) with the functions'
+/// timeouts and retries. Outside tests `attempt_timeout` is `ATTEMPT_TIMEOUT` and `endpoint`
+/// is `None`; an `endpoint` given here wins over `AWS_ENDPOINT_URL`.
+pub async fn load_sdk_config(
+    attempt_timeout: Duration,
+    endpoint: Option<&str>,
+) -> aws_config::SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3).min(attempt_timeout))
+        .operation_attempt_timeout(attempt_timeout)
+        .operation_timeout(attempt_timeout * SDK_ATTEMPTS + Duration::from_secs(5))
+        .build();
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .retry_config(RetryConfig::standard().with_max_attempts(SDK_ATTEMPTS));
+    match endpoint {
+        Some(endpoint) => loader.endpoint_url(endpoint).load().await,
+        None => loader.load().await,
+    }
+}
+
 impl Services {
-    /// Loads the SDK configuration once (region, credentials, `AWS_ENDPOINT_URL`) and builds
-    /// every client from it.
+    /// Loads the SDK configuration once and builds every client from it.
     pub async fn from_env() -> Services {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Services::from_sdk_config(&config)
+        Services::from_sdk_config(&load_sdk_config(ATTEMPT_TIMEOUT, None).await)
     }
 
     pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Services {

@@ -115,13 +115,22 @@ impl Rack {
             return Ok(false);
         }
         self.pace.wait().await;
-        self.services
+        let moved = self
+            .services
             .secrets
             .move_label(&name, CURRENT, version_id, current)
-            .await
-            .map_err(|err| {
-                Error::from_aws(format!("moving {CURRENT} of {name} to {version_id}"), err)
-            })?;
+            .await;
+        if let Err(err) = moved {
+            // A retried call whose first attempt took effect, but whose answer was lost, is
+            // refused because the label already moved: look before calling it a failure.
+            let now = self.describe_secret(app, &name).await?;
+            if now.as_ref().and_then(|s| s.version_with(CURRENT)) != Some(version_id) {
+                return Err(Error::from_aws(
+                    format!("moving {CURRENT} of {name} to {version_id}"),
+                    err,
+                ));
+            }
+        }
         Ok(true)
     }
 

@@ -501,3 +501,75 @@ impl TestRack {
             .is_ok()
     }
 }
+
+/// `scripts/fault_proxy.py` in front of the emulator, stopped when dropped.
+pub struct FaultProxy {
+    child: std::process::Child,
+    pub url: String,
+    fault_log: std::path::PathBuf,
+}
+
+impl FaultProxy {
+    /// Starts the proxy with these extra arguments (`--every`, `--faults`, ...).
+    pub fn start(args: &[&str]) -> FaultProxy {
+        use std::io::BufRead;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let upstream = std::env::var("AWS_ENDPOINT_URL").unwrap();
+        let fault_log = std::env::temp_dir().join(format!("{}.faults", unique("proxy")));
+        let mut child = std::process::Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("scripts/fault_proxy.py"))
+            .args(["--upstream", &upstream])
+            .arg("--fault-log")
+            .arg(&fault_log)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the fault proxy starts (make test installs .venv)");
+        let mut first_line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first_line)
+            .unwrap();
+        let port: u16 = first_line
+            .trim()
+            .parse()
+            .expect("the proxy prints its port");
+        FaultProxy {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            fault_log,
+        }
+    }
+
+    /// The kinds of the faults injected so far, one per fault.
+    pub fn faults(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.fault_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.fault_log);
+    }
+}
+
+impl TestRack {
+    /// The same rack, with every AWS call going through `proxy`, one attempt timing out after
+    /// `attempt_timeout`.
+    pub async fn rack_through(
+        &self,
+        proxy: &FaultProxy,
+        attempt_timeout: std::time::Duration,
+    ) -> Arc<Rack> {
+        let config = rack_secrets::sdk::load_sdk_config(attempt_timeout, Some(&proxy.url)).await;
+        Arc::new(Rack::new(
+            self.rack.config.clone(),
+            Services::from_sdk_config(&config),
+        ))
+    }
+}
