@@ -1,12 +1,16 @@
 # rack-secrets: `make demo` runs the main job on the local emulator; `make test` runs every test.
 # Both set themselves up: .venv gets pinned moto, cargo-lambda and cfn-lint; cargo fetches crates.
 
-.PHONY: demo test lint unit integration lambda-tests one-tls-stack venv build release clean
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+.PHONY: demo test lint integration lambda-tests log-hygiene fuzz-smoke one-tls-stack venv build \
+	release bench fuzz clean
 
 demo: venv
 	scripts/with-moto.sh scripts/demo.sh
 
-test: lint one-tls-stack integration lambda-tests
+test: lint one-tls-stack integration lambda-tests log-hygiene
 	@echo "make test: all passed"
 
 venv:
@@ -20,13 +24,20 @@ lint: venv
 	.venv/bin/cfn-lint template.yaml
 	.venv/bin/cfn-lint --ignore-checks W2001 -- tests/fixtures/templates/*.expected.json
 
-# Unit tests need no emulator; integration tests talk to moto through the real SDK.
+# Unit tests need no emulator; integration tests talk to moto through the real SDK. Their
+# log lines and output are kept in target/test-logs for the log hygiene check.
 integration: venv
-	scripts/with-moto.sh cargo test --workspace
+	rm -rf target/test-logs && mkdir -p target/test-logs
+	scripts/with-moto.sh cargo test --workspace 2>&1 | tee target/test-logs/cargo-test.out
 
 # The binaries themselves, run by cargo lambda and invoked with the fixture events.
 lambda-tests: venv
-	scripts/with-moto.sh tests/lambda/functions.sh
+	mkdir -p target/test-logs
+	FUNCTIONS_LOG=target/test-logs/functions.log scripts/with-moto.sh tests/lambda/functions.sh
+
+# No secret value the tests wrote may appear in any log line or output they produced.
+log-hygiene:
+	scripts/check-log-hygiene.sh
 
 one-tls-stack:
 	scripts/check-one-tls-stack.sh

@@ -8,7 +8,12 @@ cd "$root"
 source scripts/lambda.sh
 
 work="$(mktemp -d -t env-sync-test.XXXXXX)"
-trap 'lambda_stop; rm -rf "$work"' EXIT
+finish() {
+  lambda_stop
+  if [ -n "${FUNCTIONS_LOG:-}" ]; then cp "$work/functions.log" "$FUNCTIONS_LOG"; fi
+  rm -rf "$work"
+}
+trap finish EXIT
 python=.venv/bin/python
 emulator() { "$python" scripts/emulator_rack.py "$@"; }
 field() { "$python" -c 'import json, sys; print(eval("d" + sys.argv[1], {"d": json.load(sys.stdin)}))' "$1"; }
@@ -31,8 +36,11 @@ rack="lambda$$"
 app_info="$(emulator create-app --rack "$rack" --app web --release R1)" || exit 1
 bucket="$(field '["bucket"]' <<<"$app_info")"
 key_id="$(field '["key_id"]' <<<"$app_info")"
-printf 'A=1\nB=two\n' >"$work/env1"
-printf 'A=1\nB=three\n' >"$work/env2"
+printf 'A=1\nB=lambda-value-two\n' >"$work/env1"
+printf 'A=1\nB=lambda-value-three\n' >"$work/env2"
+if [ -n "${FUNCTIONS_LOG:-}" ]; then
+  printf 'lambda-value-two\nlambda-value-three\n' >"$(dirname "$FUNCTIONS_LOG")/values-lambda.txt"
+fi
 for n in 1 2; do
   cargo run --quiet -p rack-secrets --bin envelope -- seal --key-id "$key_id" \
     <"$work/env$n" >"$work/env$n.sealed" || exit 1
@@ -129,7 +137,7 @@ check "app-cleanup schedules the deleted app's secret for deletion" deleted \
 check "the secret has a deletion date" True \
   "$(emulator describe-secret --name "$rack/web" | field '["deletion_date"] is not None')"
 
-values_seen="$(grep -c -e 'B=two' -e '"two"' -e '"three"' "$work/functions.log")"
+values_seen="$(grep -c -e 'lambda-value-two' -e 'lambda-value-three' "$work/functions.log")"
 check "no value in the functions' log" 0 "$values_seen"
 
 echo "functions under cargo lambda: $passed passed, $failed failed"

@@ -36,6 +36,58 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
+/// Where the integration tests leave their log lines and the secret values they used, for
+/// `scripts/check-log-hygiene.sh` to search after the run.
+pub fn test_logs_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Sends every log line of this test binary, at debug level for rack-secrets, to a file.
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let binary = std::env::args()
+            .next()
+            .and_then(|path| {
+                std::path::Path::new(&path)
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+            })
+            .unwrap_or_default();
+        let path = test_logs_dir().join(format!("{binary}-{}.log", std::process::id()));
+        let file = std::fs::File::create(path).unwrap();
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,rack_secrets=debug",
+            ))
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init();
+    });
+}
+
+/// Notes each value of an env file this run writes, for the log hygiene check. Short values
+/// ("1", "app") would match by chance and are not secrets in these tests.
+pub fn record_values(env_text: &str) {
+    use std::io::Write;
+    let path = test_logs_dir().join(format!("values-{}.txt", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for line in env_text.lines() {
+        if let Some((_, value)) = line.split_once('=') {
+            if value.len() >= 8 && !value.contains('\n') {
+                writeln!(file, "{value}").unwrap();
+            }
+        }
+    }
+}
+
 /// A name no other test in this run uses.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -184,6 +236,7 @@ impl Default for AppSpec {
 impl TestRack {
     /// A new rack whose settings are `RACK` plus `settings`.
     pub async fn new(settings: &[(&str, &str)]) -> TestRack {
+        capture_logs();
         let name = unique("rack");
         let mut vars: HashMap<String, String> = settings
             .iter()
@@ -405,6 +458,7 @@ impl TestRack {
 
     /// Writes `releases/{release}/env`, sealed with the rack key as Convox writes it.
     pub async fn write_env(&self, bucket: &str, release: &str, text: &str) {
+        record_values(text);
         let kms: &dyn rack_secrets::backend::KeyService = &self.kms;
         let sealed = rack_secrets::envelope::seal(kms, &self.key_id, text.as_bytes())
             .await
