@@ -49,6 +49,16 @@ build:
 release: venv
 	.venv/bin/cargo-lambda lambda build --release -p env-sync -p stack-inject -p app-cleanup
 
+# Figures, not assertions: prints the table and rewrites BENCHMARKS.md. Not part of `make test`.
+bench: release
+	cargo build --release --quiet -p rack-secrets --bin envelope
+	scripts/with-moto.sh .venv/bin/python scripts/bench.py
+
+# Bounded fuzzing of the env parser, the envelope opener and the template rewriter, then
+# cfn-lint on what the rewriter made of every template the fuzzer kept. FUZZ_SECONDS each.
+fuzz: venv
+	scripts/fuzz.sh
+
 clean:
 	cargo clean
 	rm -rf .venv

@@ -12,6 +12,8 @@ pub mod custom_resource;
 pub mod envelope;
 pub mod envfile;
 pub mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod inject;
 pub mod pace;
 pub mod rack;
