@@ -45,9 +45,11 @@ one-tls-stack:
 build:
 	cargo build --workspace
 
-# Release bootstraps in target/lambda/{function}/bootstrap.
+# Release bootstraps in target/lambda/{function}/bootstrap. cargo-lambda links with the zig
+# that its PyPI package brought into .venv, found through python3 on PATH.
 release: venv
-	.venv/bin/cargo-lambda lambda build --release -p env-sync -p stack-inject -p app-cleanup
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/cargo-lambda lambda build --release \
+		-p env-sync -p stack-inject -p app-cleanup
 
 # Figures, not assertions: prints the table and rewrites BENCHMARKS.md. Not part of `make test`.
 bench: release
