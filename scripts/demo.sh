@@ -119,7 +119,7 @@ print(json.dumps({
 }))
 PY
 lambda_invoke stack-inject "$work/promote.json" >/dev/null || fail "stack-inject invocation failed"
-answer="$(emulator read-json --bucket "$rack-cfn-answers" --key promote)"
+answer="$(emulator read-json --bucket "$rack-cfn-answers" --key promote | tee "$work/answer.out")"
 [ "$(field '["Status"]' <<<"$answer")" = SUCCESS ] || fail "the custom resource answered $answer"
 echo "answer on the ResponseURL: $answer"
 echo "AWSCURRENT is on: $(emulator describe-secret --name "$rack/$app" | field '["versions"]')"

@@ -258,6 +258,25 @@ async fn records_are_independent_and_a_permanent_failure_is_returned_not_retried
     assert_eq!(results[1].outcome, Outcome::Staged);
 }
 
+/// A multi-line value split by Convox's reader can turn part of the value into a "key"; such
+/// keys are staged like any other but never shown in a result.
+#[tokio::test]
+async fn keys_that_are_not_variable_names_are_never_echoed() {
+    let t = TestRack::new(&[]).await;
+    let bucket = t.create_app("web", "R1", AppSpec::default()).await;
+    let text = "CERT=-----BEGIN KEY-----\nMIIBOg+IBAAJ/BAKj34GkxFhD9=padding\nPORT=3000\n";
+    t.write_env(&bucket, "R1", text).await;
+    let event = fixture(
+        "s3-object-created.json",
+        &[("BUCKET", &bucket), ("KEY", "releases/R1/env")],
+    );
+
+    let response = handle(&t.rack, event).await.unwrap();
+
+    assert_eq!(results(response.clone())[0].keys, ["CERT", "PORT"]);
+    assert!(!response.to_string().contains("MIIBOg"), "{response}");
+}
+
 #[tokio::test]
 async fn the_manual_sync_payload_stages_one_release() {
     let t = TestRack::new(&[]).await;

@@ -311,3 +311,20 @@ fn allowed_lists_are_trimmed_and_star_means_all() {
     assert!(only.allows("B") && only.allows("C") && !only.allows("D"));
     assert!(!Allowed::parse("").allows("A"));
 }
+
+#[test]
+fn a_key_a_secret_reference_cannot_carry_keeps_the_task_definition_on_s3_unnamed() {
+    let mut request = read("service.request.json");
+    let container = &mut request["fragment"]["Resources"]["TaskDefinition"]["Properties"]
+        ["ContainerDefinitions"][0];
+    for entry in container["Environment"].as_array_mut().unwrap() {
+        if entry["Name"] == "CONVOX_ENV_VARS" {
+            entry["Value"] = json!("*");
+        }
+    }
+
+    let (fragment, outcomes) = rewrite(&request, secret(&["DB_USER", "A:B"]), &options(true));
+
+    assert_untouched(&request, &fragment, &outcomes, "not variable names");
+    assert!(!outcomes[0].fallback.as_deref().unwrap().contains("A:B"));
+}

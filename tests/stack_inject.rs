@@ -367,15 +367,36 @@ async fn delete_of_an_app_whose_secret_never_existed_succeeds() {
     assert_eq!(answer["PhysicalResourceId"], t.secret_name("web"));
 }
 
+/// Fall back, never block: an environment too large for a secret leaves the app on the S3
+/// path, and the deploy goes on.
 #[tokio::test]
-async fn a_create_that_fails_answers_failed_with_a_reason_and_no_value() {
+async fn a_release_that_cannot_be_staged_is_answered_success_with_no_version() {
     let t = TestRack::new(&[]).await;
     let bucket = t.create_app("web", "R1", AppSpec::default()).await;
     t.write_env(&bucket, "R1", &format!("BIG={}\n", "y".repeat(70_000)))
         .await;
-    let (answers, url) = response_url(&t, "failed").await;
+    let (answers, url) = response_url(&t, "fallback").await;
 
     let request = custom_resource_request(&t, "Create", &url, "R1");
+    stack_inject::handle(t.rack.clone(), request, far_deadline())
+        .await
+        .unwrap();
+
+    let answer = read_answer(&t, &answers, "fallback").await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert_eq!(answer["Data"]["VersionId"], "");
+    assert_eq!(answer["Data"]["SecretArn"], "");
+    assert!(!t.secret_exists("web").await);
+}
+
+#[tokio::test]
+async fn a_request_with_bad_properties_answers_failed_with_a_reason() {
+    let t = TestRack::new(&[]).await;
+    let (answers, url) = response_url(&t, "failed").await;
+    let mut request = custom_resource_request(&t, "Create", &url, "R1");
+    request["ResourceProperties"]["Release"] = json!("../R1");
+    request["PhysicalResourceId"] = json!(5);
+
     stack_inject::handle(t.rack.clone(), request, far_deadline())
         .await
         .unwrap();
@@ -384,14 +405,37 @@ async fn a_create_that_fails_answers_failed_with_a_reason_and_no_value() {
     assert_eq!(answer["Status"], "FAILED");
     let reason = answer["Reason"].as_str().unwrap();
     assert!(
-        reason.contains("app web") && reason.contains("bytes"),
+        reason.contains("app web") && reason.contains("Release"),
         "{reason}"
     );
-    assert!(!reason.contains("yyyy"));
+}
+
+/// The app template's transform with a secret made by hand: no grant, no failure.
+#[tokio::test]
+async fn the_app_template_with_a_secret_that_is_not_ours_is_left_as_it_was() {
+    let t = TestRack::new(&[]).await;
+    t.create_app("web", "R1", AppSpec::default()).await;
+    t.secrets
+        .create_secret()
+        .name(t.secret_name("web"))
+        .secret_string("{}")
+        .send()
+        .await
+        .unwrap();
+    let path = format!(
+        "{}/../tests/fixtures/templates/app.request.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let request: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+
+    let response = run_macro(&t, request.clone()).await;
+
+    assert_eq!(response["status"], "success");
+    assert_eq!(response["fragment"], request["fragment"]);
 }
 
 fn bare_request(url: &str) -> Request {
-    serde_json::from_value(json!({
+    Request::read(&json!({
         "RequestType": "Create",
         "ResponseURL": url,
         "StackId": "stack",

@@ -40,27 +40,44 @@ pub struct Drift {
     pub removed: Vec<String>,
     /// In both, with different values.
     pub changed: Vec<String>,
+    /// Differing keys that are not variable names, counted and never shown.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub other_keys: usize,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 impl Drift {
     pub fn between(release: &EnvFile, current: &EnvFile) -> Drift {
         let release_keys: BTreeSet<&str> = release.keys().collect();
         let current_keys: BTreeSet<&str> = current.keys().collect();
-        let names = |keys: BTreeSet<&&str>| keys.into_iter().map(|k| k.to_string()).collect();
+        let added: Vec<&str> = release_keys.difference(&current_keys).copied().collect();
+        let removed: Vec<&str> = current_keys.difference(&release_keys).copied().collect();
+        let changed: Vec<&str> = release_keys
+            .intersection(&current_keys)
+            .filter(|key| release.get(key) != current.get(key))
+            .copied()
+            .collect();
+        let all = added.len() + removed.len() + changed.len();
+        let drift = Drift {
+            added: crate::sync::shown_keys(added),
+            removed: crate::sync::shown_keys(removed),
+            changed: crate::sync::shown_keys(changed),
+            other_keys: 0,
+        };
         Drift {
-            added: names(release_keys.difference(&current_keys).collect()),
-            removed: names(current_keys.difference(&release_keys).collect()),
-            changed: names(
-                release_keys
-                    .intersection(&current_keys)
-                    .filter(|key| release.get(key) != current.get(key))
-                    .collect(),
-            ),
+            other_keys: all - drift.added.len() - drift.removed.len() - drift.changed.len(),
+            ..drift
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && self.other_keys == 0
     }
 }
 
@@ -265,7 +282,7 @@ async fn backfill_app(rack: &Rack, app: &App, dry_run: bool) -> AppResult {
                 release: Some(release),
                 outcome,
                 version_id: Some(version_id),
-                keys: env.keys().map(str::to_owned).collect(),
+                keys: crate::sync::shown_keys(env.keys()),
                 reason: None,
                 drift: None,
                 transient: false,
@@ -359,5 +376,15 @@ mod tests {
         assert_eq!(drift.removed, ["D"]);
         assert_eq!(drift.changed, ["C"]);
         assert!(Drift::between(&release, &release).is_empty());
+    }
+
+    #[test]
+    fn keys_that_are_not_names_count_as_drift_without_being_shown() {
+        let release = EnvFile::from_pairs([("A", "1"), ("MIIBOg+x/y", "z")]);
+        let current = EnvFile::from_pairs([("A", "1")]);
+        let drift = Drift::between(&release, &current);
+        assert!(drift.added.is_empty());
+        assert_eq!(drift.other_keys, 1);
+        assert!(!drift.is_empty());
     }
 }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -15,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::rack::{Rack, APP_SETTING};
 use crate::release::is_release_id;
 use crate::respond;
+use crate::telemetry::{self, Metric};
 use crate::toggle::{self, Toggle};
 
 /// CloudFormation's limit on a whole response body.
@@ -23,23 +23,41 @@ pub const MAX_RESPONSE_BYTES: usize = 4096;
 const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
 /// The fields of a custom resource request the handler uses.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone)]
 pub struct Request {
-    #[serde(default)]
     pub request_type: String,
-    #[serde(rename = "ResponseURL")]
     pub response_url: String,
-    #[serde(default)]
     pub stack_id: String,
-    #[serde(default)]
     pub request_id: String,
-    #[serde(default)]
     pub logical_resource_id: String,
-    #[serde(default)]
     pub physical_resource_id: Option<String>,
-    #[serde(default)]
     pub resource_properties: Value,
+}
+
+impl Request {
+    /// Reads a request leniently: only a `ResponseURL` is required, since without it there is
+    /// no one to answer; any other field that is missing or of the wrong type reads as empty
+    /// and, where it matters, makes the answer a FAILED one rather than no answer at all.
+    pub fn read(payload: &Value) -> Result<Request> {
+        let text = |name: &str| payload.get(name).and_then(Value::as_str).map(str::to_owned);
+        let response_url = text("ResponseURL").ok_or_else(|| {
+            Error::Input(
+                "a custom resource request without a ResponseURL cannot be answered".into(),
+            )
+        })?;
+        Ok(Request {
+            request_type: text("RequestType").unwrap_or_default(),
+            response_url,
+            stack_id: text("StackId").unwrap_or_default(),
+            request_id: text("RequestId").unwrap_or_default(),
+            logical_resource_id: text("LogicalResourceId").unwrap_or_default(),
+            physical_resource_id: text("PhysicalResourceId"),
+            resource_properties: payload
+                .get("ResourceProperties")
+                .cloned()
+                .unwrap_or(Value::Null),
+        })
+    }
 }
 
 /// The resource's attributes: `SecretArn`, `SecretName`, `VersionId`.
@@ -51,11 +69,7 @@ pub async fn handle(
     payload: Value,
     deadline: Instant,
 ) -> Result<Value> {
-    let request: Request = serde_json::from_value(payload).map_err(|err| {
-        Error::Input(format!(
-            "unreadable custom resource request (no ResponseURL to answer): {err}"
-        ))
-    })?;
+    let request = Request::read(&payload)?;
     let physical_id = physical_id(&rack, &request);
     let work = {
         let rack = rack.clone();
@@ -194,6 +208,8 @@ async fn promote_release(rack: &Rack, properties: &Value) -> Result<Data> {
 
     let mut data = Data::new();
     data.insert("SecretName", rack.config.secret_name(app));
+    data.insert("SecretArn", String::new());
+    data.insert("VersionId", String::new());
     let stack = rack
         .app(app)
         .await?
@@ -202,8 +218,6 @@ async fn promote_release(rack: &Rack, properties: &Value) -> Result<Data> {
         && toggle::enabled(rack.config.rack_default, stack.setting()?, manifest);
     if !served {
         tracing::info!(app, release, "app not enabled; nothing promoted");
-        data.insert("SecretArn", String::new());
-        data.insert("VersionId", String::new());
         return Ok(data);
     }
 
@@ -211,31 +225,61 @@ async fn promote_release(rack: &Rack, properties: &Value) -> Result<Data> {
         .settings_bucket(app)
         .await?
         .ok_or_else(|| Error::Permanent(format!("app {app} has no Settings bucket")))?;
-    let staged = rack.stage_release(app, &bucket, release).await?;
-    let moved = rack.promote(app, &staged.version_id).await?;
-    let switched_on = rack
-        .services
-        .objects
-        .enable_eventbridge(&bucket)
-        .await
-        .map_err(|err| {
-            Error::from_aws(
-                format!("switching on EventBridge delivery for bucket {bucket}"),
-                err,
-            )
-        })?;
-    tracing::info!(
+
+    // Fall back, never block: an environment Secrets Manager cannot take leaves the app on
+    // the S3 path for this release (the macro left its task definitions as they were), and
+    // the deploy goes on.
+    let staged = match rack.stage_release(app, &bucket, release).await {
+        Ok(staged) => staged,
+        Err(err) if !err.is_transient() || rack.config.pin_versions => {
+            return Ok(fall_back(rack, app, release, &err, data));
+        }
+        Err(err) => return Err(err),
+    };
+    data.insert("SecretArn", staged.secret_arn.clone());
+    data.insert("VersionId", staged.version_id.clone());
+
+    // Pinned task definitions read their version whatever AWSCURRENT says, so a failed move
+    // is a warning; unpinned ones would read the old environment, so it fails the deploy.
+    let moved = match rack.promote(app, &staged.version_id).await {
+        Ok(moved) => moved,
+        Err(err) if rack.config.pin_versions => {
+            tracing::warn!(app, release, error = %err, "AWSCURRENT not moved; tasks are pinned");
+            false
+        }
+        Err(err) => return Err(err),
+    };
+    match rack.services.objects.enable_eventbridge(&bucket).await {
+        Ok(switched_on) => tracing::info!(
+            app,
+            release,
+            version_id = staged.version_id,
+            awscurrent_moved = moved,
+            eventbridge_switched_on = switched_on,
+            "release promoted"
+        ),
+        Err(err) => tracing::warn!(
+            app,
+            bucket,
+            error = %err,
+            "release promoted, but EventBridge delivery could not be switched on; later env \
+             writes are staged at their promote"
+        ),
+    }
+    Ok(data)
+}
+
+/// The answer for an app whose environment stays on S3 for this release: SUCCESS, with no
+/// ARN or version, after a warning and a `SyncFailed` count.
+fn fall_back(rack: &Rack, app: &str, release: &str, err: &Error, data: Data) -> Data {
+    telemetry::count(Metric::SyncFailed, &rack.config.rack, app);
+    tracing::warn!(
         app,
         release,
-        version_id = staged.version_id,
-        awscurrent_moved = moved,
-        eventbridge_switched_on = switched_on,
-        "release promoted"
+        error = %err,
+        "the release's environment could not be staged; the app stays on the S3 path"
     );
-
-    data.insert("SecretArn", staged.secret_arn);
-    data.insert("VersionId", staged.version_id);
-    Ok(data)
+    data
 }
 
 #[cfg(test)]
@@ -268,6 +312,22 @@ mod tests {
         assert!(size <= MAX_RESPONSE_BYTES, "{size}");
         assert!(body["Reason"].as_str().unwrap().ends_with("..."));
         assert_eq!(body["RequestId"], "f2a6c6f0");
+    }
+
+    #[test]
+    fn a_request_with_fields_of_the_wrong_type_can_still_be_answered() {
+        let payload = serde_json::json!({
+            "ResponseURL": "http://127.0.0.1:1/answer",
+            "RequestType": 5,
+            "PhysicalResourceId": 5,
+            "RequestId": "r"
+        });
+        let request = Request::read(&payload).unwrap();
+        assert_eq!(request.response_url, "http://127.0.0.1:1/answer");
+        assert_eq!(request.request_type, "");
+        assert_eq!(request.physical_resource_id, None);
+        let refused = Request::read(&serde_json::json!({"RequestType": "Create"}));
+        assert!(refused.unwrap_err().to_string().contains("ResponseURL"));
     }
 
     #[test]

@@ -19,8 +19,10 @@ pub struct EnvFile {
 /// Never prints values, so an `EnvFile` can sit in a struct that is logged with `{:?}`.
 impl std::fmt::Debug for EnvFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&String> = self.vars.keys().filter(|k| is_variable_name(k)).collect();
         f.debug_struct("EnvFile")
-            .field("keys", &self.vars.keys().collect::<Vec<_>>())
+            .field("keys", &names)
+            .field("other_keys", &(self.vars.len() - names.len()))
             .finish()
     }
 }
@@ -136,9 +138,10 @@ pub struct SecretVersion {
 
 impl std::fmt::Debug for SecretVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&String> = self.keys.iter().filter(|k| is_variable_name(k)).collect();
         f.debug_struct("SecretVersion")
             .field("version_id", &self.version_id)
-            .field("keys", &self.keys)
+            .field("keys", &names)
             .field("bytes", &self.json.len())
             .finish()
     }
@@ -163,6 +166,18 @@ impl SecretVersion {
             json,
         })
     }
+}
+
+/// Whether a key is a variable name that may be shown and referenced: a letter or `_`, then
+/// letters, digits, `_`, `.` or `-`. Anything else (a `:` that would break a secret reference,
+/// a fragment of a multi-line value that happened to hold a `=`) is never echoed in a result
+/// or a log, since it may be part of a value.
+pub fn is_variable_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// A UUID made from the first 16 bytes of the SHA-256 of `json`, marked as a version 8
@@ -297,6 +312,24 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(message.contains("prod/web"), "{message}");
+        }
+    }
+
+    #[test]
+    fn only_plain_variable_names_count_as_names() {
+        for good in ["A", "_X", "DB_URL", "a.b-c", "K9"] {
+            assert!(is_variable_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "9A",
+            "A:B",
+            "MY KEY",
+            "MIIBOgIBAAJBAK+/x",
+            "{WEIRD",
+            "é",
+        ] {
+            assert!(!is_variable_name(bad), "{bad}");
         }
     }
 

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
+use crate::envfile::is_variable_name;
+
 /// The variables through which Convox's wrapper fetches the environment; all go once the
 /// environment comes from the secret.
 pub const CONVOX_ENV_VARIABLES: [&str; 3] = ["CONVOX_ENV_KEY", "CONVOX_ENV_URL", "CONVOX_ENV_VARS"];
@@ -458,6 +460,16 @@ fn rewrite_task(
             .get_mut(container_plan.index)
             .ok_or("container index out of range")?;
         let entries = secret.entries(&container_plan.allowed, options.pin_versions);
+        let unnamed = entries
+            .iter()
+            .filter(|(key, _)| !is_variable_name(key))
+            .count();
+        if unnamed > 0 {
+            return Err(format!(
+                "{unnamed} of the keys to inject are not variable names a secret reference can \
+                 carry (such as names with ':' or spaces)"
+            ));
+        }
         injected += entries.len();
         inject_container(container, &entries)?;
         arns.insert(secret.arn.clone());

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::custom_resource;
+use crate::envfile::is_variable_name;
 use crate::error::{Error, Result};
 use crate::inject::{Allowed, CONVOX_ENV_VARIABLES};
 use crate::rack::{Rack, APP_SETTING};
@@ -109,6 +110,15 @@ async fn render(rack: &Rack, request: RenderRequest) -> Result<Value> {
         keys: staged.keys.into_iter().collect(),
     };
     let entries = secret.entries(&Allowed::parse(&request.allowed), rack.config.pin_versions);
+    let unnamed = entries
+        .iter()
+        .filter(|(key, _)| !is_variable_name(key))
+        .count();
+    if unnamed > 0 {
+        return fallback(format!(
+            "{unnamed} of the keys are not variable names a secret reference can carry"
+        ));
+    }
     let secrets: Vec<Value> = entries
         .iter()
         .map(|(name, value_from)| json!({"name": name, "valueFrom": value_from}))

@@ -306,11 +306,19 @@ async fn try_sync(
             Outcome::Unchanged
         },
         version_id: Some(staged.version_id),
-        keys: staged.keys,
+        keys: shown_keys(staged.keys),
         reason: None,
         drift: None,
         transient: false,
     })
+}
+
+/// The key names a result may show: variable names only (see `is_variable_name`).
+pub fn shown_keys(keys: impl IntoIterator<Item = impl Into<String>>) -> Vec<String> {
+    keys.into_iter()
+        .map(Into::into)
+        .filter(|key| crate::envfile::is_variable_name(key))
+        .collect()
 }
 
 /// Logs and counts a failure, and turns it into the app's result.

@@ -13,6 +13,9 @@ pub fn init_logging() {
     let filter = std::env::var("RUST_LOG")
         .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|level| level.to_lowercase()))
         .unwrap_or_else(|_| "info".to_owned());
+    // The runtime logs whole events at trace level, presigned ResponseURLs included: it is
+    // held at info whatever the level asked for.
+    let filter = format!("{filter},lambda_runtime=info,lambda_runtime_api_client=info");
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

@@ -48,6 +48,11 @@ async fn transform(rack: &Rack, request: &Value) -> Result<Value> {
         }
         None => return Err(Error::Input("the macro request has no fragment".to_owned())),
     };
+    if fragment.get("Resources").is_some_and(|r| !r.is_object()) {
+        return Err(Error::Input(
+            "the fragment's Resources is not a JSON object".to_owned(),
+        ));
+    }
     let empty = Map::new();
     let template_params = request
         .get("templateParameterValues")
@@ -76,7 +81,16 @@ async fn transform(rack: &Rack, request: &Value) -> Result<Value> {
     }
 
     let app_grant = match app_hint {
-        Some(app) if gate.check(app).await.is_none() => Some(rack.ensure_secret(app).await?),
+        Some(app) if gate.check(app).await.is_none() => match rack.ensure_secret(app).await {
+            Ok(arn) => Some(arn),
+            Err(err) => {
+                // Fall back, never block: the role gets no grant, and the app's task
+                // definitions fall back on their own when their staging fails the same way.
+                telemetry::count(Metric::InjectFallback, &rack.config.rack, app);
+                tracing::warn!(app, error = %err, "the execution role was not granted the secret");
+                None
+            }
+        },
         _ => None,
     };
     let options = Options {
