@@ -3,6 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "RackSecrets";
@@ -16,15 +18,19 @@ pub fn init_logging() {
     // The runtime logs whole events at trace level, presigned ResponseURLs included: it is
     // held at info whatever the level asked for.
     let filter = format!("{filter},lambda_runtime=info,lambda_runtime_api_client=info");
+    let targets = filter
+        .parse::<tracing_subscriber::filter::Targets>()
+        .unwrap_or_else(|_| "info".parse().expect("a valid filter"));
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .flatten_event(true)
         .with_target(false)
         .with_current_span(true)
         .with_span_list(false)
         .with_ansi(false)
         .without_time()
+        .finish()
+        .with(targets)
         .try_init();
 }
 

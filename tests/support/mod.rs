@@ -58,14 +58,16 @@ pub fn capture_logs() {
             .unwrap_or_default();
         let path = test_logs_dir().join(format!("{binary}-{}.log", std::process::id()));
         let file = std::fs::File::create(path).unwrap();
-        let _ = tracing_subscriber::fmt()
+        let targets: tracing_subscriber::filter::Targets =
+            "info,rack_secrets=debug".parse().unwrap();
+        let subscriber = tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "info,rack_secrets=debug",
-            ))
             .with_writer(std::sync::Mutex::new(file))
-            .try_init();
+            .finish();
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::layer::SubscriberExt::with(subscriber, targets),
+        );
     });
 }
 
