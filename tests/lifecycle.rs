@@ -386,3 +386,32 @@ async fn verify_reports_in_sync_missing_disabled_and_the_names_of_drifted_keys()
         "{shown}"
     );
 }
+
+/// A secret of ours whose live value is not JSON (quotes around it, written by hand): verify
+/// says so clearly, names no value, and nothing panics.
+#[tokio::test]
+async fn verify_of_a_secret_that_is_not_json_fails_with_a_clear_reason() {
+    let t = TestRack::new(&[]).await;
+    let apps = rack_of_apps(&t, 1).await;
+    backfill::backfill(t.rack.clone(), Selection::default(), never())
+        .await
+        .unwrap();
+    t.secrets
+        .put_secret_value()
+        .secret_id(t.secret_name(&apps[0]))
+        .secret_string(r#"'{"DB_USER":"quoted-by-hand"}'"#)
+        .version_stages(CURRENT)
+        .send()
+        .await
+        .unwrap();
+
+    let report = backfill::verify(t.rack.clone(), Selection::default(), never())
+        .await
+        .unwrap();
+
+    let result = &report.results[0];
+    assert_eq!(result.outcome, Outcome::Failed);
+    let reason = result.reason.as_deref().unwrap();
+    assert!(reason.contains("does not hold a JSON object"), "{reason}");
+    assert!(!reason.contains("quoted-by-hand"), "{reason}");
+}

@@ -184,6 +184,42 @@ async fn a_secret_scheduled_for_deletion_is_restored_then_staged() {
     );
 }
 
+/// The same, when the deletion is scheduled after staging looked at the secret: the write is
+/// refused with InvalidRequestException (AWS's rule, enforced here by the test layer since
+/// moto does not), and staging restores the secret and writes again, never "not found".
+#[tokio::test]
+async fn a_write_refused_because_of_a_pending_deletion_restores_and_writes_again() {
+    let t = TestRack::new(&[]).await;
+    let bucket = t.create_app("web", "R1", AppSpec::default()).await;
+    t.write_env(&bucket, "R1", ENV_R1).await;
+    t.write_env(&bucket, "R2", ENV_R2).await;
+    t.rack.stage_release("web", &bucket, "R1").await.unwrap();
+    t.counter
+        .aws_deletion_rule
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    t.counter
+        .delete_after_describe
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let staged = t.rack.stage_release("web", &bucket, "R2").await.unwrap();
+
+    let description = t
+        .secrets
+        .describe_secret()
+        .secret_id(t.secret_name("web"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        description.deleted_date.is_none(),
+        "the secret was not restored"
+    );
+    assert_eq!(
+        t.read_version("web", &staged.version_id).await["MODE"],
+        "two"
+    );
+}
+
 #[tokio::test]
 async fn a_secret_without_our_ownership_tag_is_refused_and_left_untouched() {
     let t = TestRack::new(&[]).await;

@@ -106,6 +106,11 @@ pub struct CountingSecrets {
     creates: AtomicUsize,
     throttle_every: AtomicUsize,
     throttled: AtomicUsize,
+    /// Refuse writes to a secret scheduled for deletion, as AWS does and moto does not.
+    pub aws_deletion_rule: std::sync::atomic::AtomicBool,
+    /// Schedule the secret for deletion right after the next describe, as a concurrent
+    /// app-cleanup might.
+    pub delete_after_describe: std::sync::atomic::AtomicBool,
 }
 
 impl CountingSecrets {
@@ -144,7 +149,11 @@ impl CountingSecrets {
 #[async_trait]
 impl SecretStore for CountingSecrets {
     async fn describe(&self, name: &str) -> AwsResult<Option<SecretInfo>> {
-        self.inner.describe(name).await
+        let described = self.inner.describe(name).await;
+        if self.delete_after_describe.swap(false, Ordering::SeqCst) {
+            self.inner.delete(name, 7).await.unwrap();
+        }
+        described
     }
 
     async fn create(&self, secret: &NewSecret) -> AwsResult<String> {
@@ -161,6 +170,22 @@ impl SecretStore for CountingSecrets {
         label: &str,
     ) -> AwsResult<()> {
         self.count_write()?;
+        if self.aws_deletion_rule.load(Ordering::SeqCst) {
+            let pending = self
+                .inner
+                .describe(name)
+                .await?
+                .is_some_and(|s| s.pending_deletion);
+            if pending {
+                return Err(rack_secrets::error::AwsError {
+                    code: Some("InvalidRequestException".into()),
+                    message: "InvalidRequestException: You can't perform this operation on the \
+                              secret because it was marked for deletion."
+                        .into(),
+                    transient: false,
+                });
+            }
+        }
         self.inner.put_version(name, version_id, json, label).await
     }
 
@@ -255,6 +280,8 @@ impl TestRack {
             creates: AtomicUsize::new(0),
             throttle_every: AtomicUsize::new(0),
             throttled: AtomicUsize::new(0),
+            aws_deletion_rule: Default::default(),
+            delete_after_describe: Default::default(),
         });
         let mut services = Services::from_sdk_config(&sdk);
         services.secrets = counter.clone();
