@@ -8,7 +8,8 @@ request with a fault instead, cycling through --faults:
   drop      the connection closes at once, with no answer
   late      the request reaches the emulator, then the connection closes before the answer
             (the caller cannot tell whether its call took effect)
-With --write-log it appends the time of each Secrets Manager write it forwards, one a line;
+With --write-log it appends the arrival time of each Secrets Manager write it forwards and
+the emulator accepts, one a line;
 with --fault-log, the kind of each fault it injects.
 It prints its port on the first line of standard output. Standard library only.
 """
@@ -81,6 +82,7 @@ def make_handler(options, faults, write_log, write_lock):
             pass
 
         def handle_any(self):
+            self.arrived = time.monotonic()
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             fault = faults.next()
@@ -129,7 +131,7 @@ def make_handler(options, faults, write_log, write_lock):
                 connection.close()
             if write_log and target.split(".")[-1] in WRITES and response.status < 300:
                 with write_lock:
-                    write_log.write(f"{time.monotonic():.6f} {target.split('.')[-1]}\n")
+                    write_log.write(f"{self.arrived:.6f} {target.split('.')[-1]}\n")
                     write_log.flush()
             if not answer:
                 return
