@@ -186,16 +186,7 @@ where
 }
 
 fn skipped(app: &str, release: Option<&str>, reason: String) -> AppResult {
-    AppResult {
-        app: app.to_owned(),
-        release: release.map(str::to_owned),
-        outcome: Outcome::Skipped,
-        version_id: None,
-        keys: Vec::new(),
-        reason: Some(reason),
-        drift: None,
-        transient: false,
-    }
+    AppResult::skipped(app, release, reason)
 }
 
 fn failed(rack: &Rack, app: &str, release: Option<&str>, err: &Error) -> AppResult {
@@ -276,7 +267,14 @@ async fn backfill_app(rack: &Rack, app: &App, dry_run: bool) -> AppResult {
                 };
                 telemetry::count(metric, &rack.config.rack, name);
             }
-            tracing::info!(app = name, release, version_id, outcome = ?outcome, dry_run, "backfilled");
+            tracing::info!(
+                app = name,
+                release,
+                version_id,
+                outcome = ?outcome,
+                dry_run,
+                "backfilled"
+            );
             AppResult {
                 app: name.to_owned(),
                 release: Some(release),

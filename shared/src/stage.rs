@@ -82,14 +82,19 @@ impl Rack {
         let mut written = false;
         let mut secret = match self.describe_secret(app, name).await? {
             Some(secret) => secret,
-            None => {
-                written |= self.create_secret(app, name).await?;
-                self.describe_secret(app, name).await?.ok_or_else(|| {
+            None => match self.create_secret(app, name).await? {
+                // Just created, empty and ours: nothing more to ask.
+                Some(created) => {
+                    written = true;
+                    created
+                }
+                // Another creator won the race: look at what it made.
+                None => self.describe_secret(app, name).await?.ok_or_else(|| {
                     Error::Transient(format!(
                         "secret {name} of app {app} vanished after creation"
                     ))
-                })?
-            }
+                })?,
+            },
         };
         ensure_owned(&secret)?;
 
@@ -179,9 +184,9 @@ impl Rack {
             .map_err(|err| Error::from_aws(format!("describing secret {name} of app {app}"), err))
     }
 
-    /// Creates the empty secret. Losing a race to another creator is fine: the caller goes on
-    /// with the secret that now exists. Returns whether this call created it.
-    async fn create_secret(&self, app: &str, name: &str) -> Result<bool> {
+    /// Creates the empty secret and describes it from what was sent; `None` when another
+    /// creator won the race, in which case the caller looks at the secret that now exists.
+    async fn create_secret(&self, app: &str, name: &str) -> Result<Option<SecretInfo>> {
         let secret = NewSecret {
             name: name.to_owned(),
             description: format!(
@@ -198,8 +203,13 @@ impl Rack {
         };
         self.pace.wait().await;
         match self.services.secrets.create(&secret).await {
-            Ok(_) => Ok(true),
-            Err(err) if err.is("ResourceExistsException") => Ok(false),
+            Ok(arn) => Ok(Some(SecretInfo {
+                arn,
+                name: secret.name,
+                tags: secret.tags.into_iter().collect(),
+                ..SecretInfo::default()
+            })),
+            Err(err) if err.is("ResourceExistsException") => Ok(None),
             Err(err) => Err(Error::from_aws(
                 format!("creating secret {name} of app {app}"),
                 err,

@@ -60,7 +60,8 @@ pub struct AppResult {
 }
 
 impl AppResult {
-    fn skipped(app: &str, release: Option<&str>, reason: String) -> AppResult {
+    /// A result for an app that was not handled, and why.
+    pub fn skipped(app: &str, release: Option<&str>, reason: String) -> AppResult {
         AppResult {
             app: app.to_owned(),
             release: release.map(str::to_owned),
