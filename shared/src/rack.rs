@@ -93,6 +93,8 @@ impl Rack {
     }
 
     /// The app `name` of this rack; `None` when its stack is missing or is not this rack's app.
+    // TODO: keep each app's stack and bucket while the instance is warm, saving two calls per
+    // staging, once a stack update (a changed SecretsManagerEnv) can invalidate the entry.
     pub async fn app(&self, name: &str) -> Result<Option<App>> {
         let stack_name = self.config.stack_name(name);
         let stack = self
