@@ -2,7 +2,8 @@
 # Bounded fuzzing (`make fuzz`): each target runs FUZZ_SECONDS (default 60), starting from the
 # seed corpus in fuzz/corpus and keeping what it finds in fuzz/work. Then every template the
 # rewriter's fuzzing kept is rewritten again and both sides go to cfn-lint: an output must
-# never be rejected when its input is accepted.
+# never be rejected when its input is accepted. cargo-fuzz builds on the one stable
+# toolchain here with `--sanitizer none`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/venv.sh
@@ -19,9 +20,10 @@ done
 
 out=fuzz/work/rewrites
 rm -rf "$out" && mkdir -p "$out"
-cp fuzz/corpus/template_rewriter/* fuzz/work/template_rewriter/
-cargo run --quiet --manifest-path fuzz/Cargo.toml --bin rewrite_corpus -- \
-  fuzz/work/template_rewriter "$out"
+# Each input the rewriter's fuzzing kept runs once more, writing its template and rewrite.
+REWRITES_OUT="$out" .tools/bin/cargo-fuzz run --fuzz-dir fuzz --sanitizer none \
+  template_rewriter "fuzz/work/template_rewriter" "fuzz/corpus/template_rewriter" -- -runs=0
+
 # One cfn-lint run over all outputs; only the failing ones have their input judged too.
 .venv/bin/cfn-lint --ignore-checks W2001 --format parseable -- "$out"/*.out.json \
   >"$out/lint.txt" || true
