@@ -252,14 +252,8 @@ async fn cleanup_under_faults_ends_with_the_secret_scheduled_for_deletion() {
         ),
         "{outcome:?}"
     );
-    let description = t
-        .secrets
-        .describe_secret()
-        .secret_id(t.secret_name("web"))
-        .send()
-        .await
-        .unwrap();
-    assert!(description.deleted_date.is_some());
+    let deleted = t.deletion_date("web").await;
+    assert!(deleted.is_some());
 }
 
 #[tokio::test]

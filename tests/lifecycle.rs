@@ -76,14 +76,8 @@ async fn deleting_an_app_schedules_its_secret_for_deletion_and_recreating_it_res
     let results = cleanup_results(response.unwrap());
     assert_eq!(results[0].outcome, CleanupOutcome::Deleted);
     assert_eq!(results[0].recovery_window_days, 7);
-    let description = t
-        .secrets
-        .describe_secret()
-        .secret_id(t.secret_name("web"))
-        .send()
-        .await
-        .unwrap();
-    let deletion = description.deleted_date.expect("scheduled for deletion");
+    let deleted = t.deletion_date("web").await;
+    let deletion = deleted.expect("scheduled for deletion");
     let days = (deletion.secs()
         - std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -97,17 +91,8 @@ async fn deleting_an_app_schedules_its_secret_for_deletion_and_recreating_it_res
     t.write_env(&bucket, "R2", "DB_USER=app\nDB_PASSWORD=second-life\n")
         .await;
     let staged = t.rack.stage_release("web", &bucket, "R2").await.unwrap();
-    let description = t
-        .secrets
-        .describe_secret()
-        .secret_id(t.secret_name("web"))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        description.deleted_date.is_none(),
-        "the secret was not restored"
-    );
+    let deleted = t.deletion_date("web").await;
+    assert!(deleted.is_none(), "the secret was not restored");
     assert_eq!(
         t.read_version("web", &staged.version_id).await["DB_PASSWORD"],
         "second-life"
@@ -145,14 +130,8 @@ async fn other_statuses_and_stacks_that_are_not_this_racks_apps_are_ignored() {
     assert!(cleanup_results(foreign.unwrap()).is_empty());
     assert_eq!(t.counter.writes(), writes);
     for rack in [&t, &other] {
-        let description = rack
-            .secrets
-            .describe_secret()
-            .secret_id(rack.secret_name("web"))
-            .send()
-            .await
-            .unwrap();
-        assert!(description.deleted_date.is_none());
+        let deleted = rack.deletion_date("web").await;
+        assert!(deleted.is_none());
     }
 }
 
@@ -171,14 +150,8 @@ async fn a_secret_rack_secrets_did_not_create_is_never_deleted() {
 
     assert_eq!(result.outcome, CleanupOutcome::Refused);
     assert!(result.reason.unwrap().contains("ManagedBy=rack-secrets"));
-    let description = t
-        .secrets
-        .describe_secret()
-        .secret_id(t.secret_name("web"))
-        .send()
-        .await
-        .unwrap();
-    assert!(description.deleted_date.is_none());
+    let deleted = t.deletion_date("web").await;
+    assert!(deleted.is_none());
 }
 
 #[tokio::test]

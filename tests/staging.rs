@@ -161,15 +161,9 @@ async fn a_secret_scheduled_for_deletion_is_restored_then_staged() {
     t.write_env(&bucket, "R2", ENV_R2).await;
     let staged = t.rack.stage_release("web", &bucket, "R2").await.unwrap();
 
-    let description = t
-        .secrets
-        .describe_secret()
-        .secret_id(t.secret_name("web"))
-        .send()
-        .await
-        .unwrap();
+    let deleted = t.deletion_date("web").await;
     assert!(
-        description.deleted_date.is_none(),
+        deleted.is_none(),
         "the secret is still scheduled for deletion"
     );
     assert!(staged.written);
@@ -203,17 +197,8 @@ async fn a_write_refused_because_of_a_pending_deletion_restores_and_writes_again
 
     let staged = t.rack.stage_release("web", &bucket, "R2").await.unwrap();
 
-    let description = t
-        .secrets
-        .describe_secret()
-        .secret_id(t.secret_name("web"))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        description.deleted_date.is_none(),
-        "the secret was not restored"
-    );
+    let deleted = t.deletion_date("web").await;
+    assert!(deleted.is_none(), "the secret was not restored");
     assert_eq!(
         t.read_version("web", &staged.version_id).await["MODE"],
         "two"

@@ -575,6 +575,20 @@ impl TestRack {
         serde_json::from_str(&value).unwrap()
     }
 
+    /// When the app's secret is to be deleted; `None` when it is not scheduled for deletion.
+    pub async fn deletion_date(
+        &self,
+        app: &str,
+    ) -> Option<aws_sdk_secretsmanager::primitives::DateTime> {
+        self.secrets
+            .describe_secret()
+            .secret_id(self.secret_name(app))
+            .send()
+            .await
+            .unwrap()
+            .deleted_date
+    }
+
     pub async fn secret_exists(&self, app: &str) -> bool {
         self.secrets
             .describe_secret()
