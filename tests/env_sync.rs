@@ -33,6 +33,14 @@ async fn handle(rack: &Arc<Rack>, payload: Value) -> rack_secrets::Result<Value>
     rack_secrets::sync::handle(rack, payload, deadline).await
 }
 
+/// The S3 notification fixture for one object.
+fn s3_created(bucket: &str, key: &str) -> Value {
+    fixture(
+        "s3-object-created.json",
+        &[("BUCKET", bucket), ("KEY", key)],
+    )
+}
+
 fn results(response: Value) -> Vec<AppResult> {
     serde_json::from_value(response["results"].clone()).unwrap()
 }
@@ -113,10 +121,7 @@ async fn a_bucket_without_tags_is_found_through_the_rack_app_stacks() {
     t.create_app("api", "R1", spec.clone()).await;
     let bucket = t.create_app("web", "R1", spec).await;
     t.write_env(&bucket, "R1", ENV).await;
-    let event = fixture(
-        "s3-object-created.json",
-        &[("BUCKET", &bucket), ("KEY", "releases/R1/env")],
-    );
+    let event = s3_created(&bucket, "releases/R1/env");
 
     let results = results(handle(&t.rack, event).await.unwrap());
 
@@ -151,10 +156,7 @@ async fn a_bucket_of_another_rack_is_ignored() {
     let bucket = other.create_app("web", "R1", AppSpec::default()).await;
     other.write_env(&bucket, "R1", ENV).await;
     let t = TestRack::new(&[]).await;
-    let event = fixture(
-        "s3-object-created.json",
-        &[("BUCKET", &bucket), ("KEY", "releases/R1/env")],
-    );
+    let event = s3_created(&bucket, "releases/R1/env");
 
     assert!(results(handle(&t.rack, event).await.unwrap()).is_empty());
     assert!(!other.secret_exists("web").await);
@@ -210,10 +212,7 @@ async fn an_app_that_is_not_generation_2_is_skipped_with_its_reason() {
     };
     let bucket = t.create_app("web", "R1", spec).await;
     t.write_env(&bucket, "R1", ENV).await;
-    let event = fixture(
-        "s3-object-created.json",
-        &[("BUCKET", &bucket), ("KEY", "releases/R1/env")],
-    );
+    let event = s3_created(&bucket, "releases/R1/env");
 
     let results = results(handle(&t.rack, event).await.unwrap());
 
@@ -266,10 +265,7 @@ async fn keys_that_are_not_variable_names_are_never_echoed() {
     let bucket = t.create_app("web", "R1", AppSpec::default()).await;
     let text = "CERT=-----BEGIN KEY-----\nMIIBOg+IBAAJ/BAKj34GkxFhD9=padding\nPORT=3000\n";
     t.write_env(&bucket, "R1", text).await;
-    let event = fixture(
-        "s3-object-created.json",
-        &[("BUCKET", &bucket), ("KEY", "releases/R1/env")],
-    );
+    let event = s3_created(&bucket, "releases/R1/env");
 
     let response = handle(&t.rack, event).await.unwrap();
 

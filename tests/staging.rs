@@ -35,13 +35,7 @@ async fn a_new_app_gets_a_tagged_secret_holding_its_environment() {
     let labels = &t.labelled_versions("web").await[&staged.version_id];
     assert!(labels.iter().any(|l| l == STAGED), "{labels:?}");
 
-    let description = t
-        .secrets
-        .describe_secret()
-        .secret_id(t.secret_name("web"))
-        .send()
-        .await
-        .unwrap();
+    let description = t.describe("web").await;
     let tags: Vec<(String, String)> = description
         .tags
         .unwrap()
@@ -271,14 +265,8 @@ async fn a_data_key_kms_refuses_stages_nothing_and_names_the_app_and_release() {
     let t = TestRack::new(&[]).await;
     let bucket = t.create_app("web", "R1", AppSpec::default()).await;
     t.write_env(&bucket, "R1", ENV_R1).await;
-    let mut envelope = t.read_envelope(&bucket, "R1").await;
-    envelope["k"] = serde_json::json!("bm90IGEga2V5IHRoaXMgcmFjayBjYW4gdXNl");
-    t.put_object(
-        &bucket,
-        "releases/R1/env",
-        serde_json::to_vec(&envelope).unwrap(),
-    )
-    .await;
+    t.tamper_envelope(&bucket, "R1", "k", "bm90IGEga2V5IHRoaXMgcmFjayBjYW4gdXNl")
+        .await;
 
     let err = t
         .rack
@@ -298,15 +286,9 @@ async fn an_envelope_that_will_not_open_is_never_read_as_plain_text() {
     let t = TestRack::new(&[]).await;
     let bucket = t.create_app("web", "R1", AppSpec::default()).await;
     t.write_env(&bucket, "R1", ENV_R1).await;
-    let mut envelope = t.read_envelope(&bucket, "R1").await;
     // The same ciphertext under another nonce fails authentication.
-    envelope["n"] = serde_json::json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
-    t.put_object(
-        &bucket,
-        "releases/R1/env",
-        serde_json::to_vec(&envelope).unwrap(),
-    )
-    .await;
+    t.tamper_envelope(&bucket, "R1", "n", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .await;
     t.put_object(&bucket, "releases/R2/env", b"{ A=1\n".to_vec())
         .await;
 

@@ -496,6 +496,15 @@ impl TestRack {
             .await;
     }
 
+    /// Rewrites one field of a release's envelope, as damage or a foreign key would.
+    pub async fn tamper_envelope(&self, bucket: &str, release: &str, field: &str, value: &str) {
+        let mut envelope = self.read_envelope(bucket, release).await;
+        envelope[field] = serde_json::json!(value);
+        let body = serde_json::to_vec(&envelope).unwrap();
+        self.put_object(bucket, &format!("releases/{release}/env"), body)
+            .await;
+    }
+
     /// A release's envelope, as JSON, to tamper with.
     pub async fn read_envelope(&self, bucket: &str, release: &str) -> serde_json::Value {
         let object = self
@@ -521,14 +530,23 @@ impl TestRack {
             .unwrap();
     }
 
-    /// The secret's versions with staging labels, straight from Secrets Manager.
-    pub async fn labelled_versions(&self, app: &str) -> HashMap<String, Vec<String>> {
+    /// The app's secret, described straight by Secrets Manager.
+    pub async fn describe(
+        &self,
+        app: &str,
+    ) -> aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput {
         self.secrets
             .describe_secret()
             .secret_id(self.secret_name(app))
             .send()
             .await
             .unwrap()
+    }
+
+    /// The secret's versions with staging labels, straight from Secrets Manager.
+    pub async fn labelled_versions(&self, app: &str) -> HashMap<String, Vec<String>> {
+        self.describe(app)
+            .await
             .version_ids_to_stages
             .unwrap_or_default()
     }
@@ -580,13 +598,7 @@ impl TestRack {
         &self,
         app: &str,
     ) -> Option<aws_sdk_secretsmanager::primitives::DateTime> {
-        self.secrets
-            .describe_secret()
-            .secret_id(self.secret_name(app))
-            .send()
-            .await
-            .unwrap()
-            .deleted_date
+        self.describe(app).await.deleted_date
     }
 
     pub async fn secret_exists(&self, app: &str) -> bool {
